@@ -1,0 +1,1 @@
+//! Reload (being written).

@@ -1,0 +1,13 @@
+//! (being written)
+
+use crate::validate::{Checker, Validate};
+use serde::{Deserialize, Serialize};
+
+/// Placeholder.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceProfile {}
+
+impl Validate for ServiceProfile {
+    fn validate(&self, _cx: &mut Checker) {}
+}

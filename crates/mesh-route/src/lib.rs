@@ -1,0 +1,15 @@
+//! # mesh-route: which service, subset and endpoint a request goes to
+//!
+//! Second stage of the outbound flow (after telemetry opens the span): the
+//! route layer loads the current `mesh_core::snapshot::Snapshot`, matches the
+//! request's host and attributes against the VirtualService, HTTPRoute or
+//! ServiceProfile rules for that host, and stores the resulting route decision
+//! in the request's extensions for the layers below it (fault, mirror,
+//! timeout, retry, balance). It also holds the load balancers, header and URI
+//! rewrites, redirects, mirroring, and the ingress-gateway and egress
+//! (ServiceEntry) routing.
+//!
+//! The layers arrive with the data-plane issue; this crate already fixes its
+//! place in the workspace and its one dependency on `mesh-core`.
+
+#![forbid(unsafe_code)]
