@@ -165,9 +165,9 @@ impl fmt::Display for Duration {
         let nanos = d.subsec_nanos();
         let secs = d.as_secs();
         if secs == 0 {
-            return if nanos % 1_000_000 == 0 {
+            return if nanos.is_multiple_of(1_000_000) {
                 write!(f, "{}ms", nanos / 1_000_000)
-            } else if nanos % 1_000 == 0 {
+            } else if nanos.is_multiple_of(1_000) {
                 write!(f, "{}us", nanos / 1_000)
             } else {
                 write!(f, "{nanos}ns")
@@ -401,7 +401,8 @@ mod tests {
     fn bad_durations_say_why() {
         for (text, why) in [
             ("30", "a unit is missing"),
-            ("5 s", "expected a number"),
+            ("5 s", "unknown unit"),
+            ("s", "expected a number"),
             ("-1s", "cannot be negative"),
             ("1.2.3s", "expected a number"),
             ("10y", "unknown unit"),

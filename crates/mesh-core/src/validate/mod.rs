@@ -80,6 +80,12 @@ impl Checker {
         self.field(field, |c| c.error(message));
     }
 
+    /// Reports a warning at `field` below the current one.
+    pub fn warn_at(&mut self, field: &str, message: impl Into<String>) {
+        let message = message.into();
+        self.field(field, |c| c.warn(message));
+    }
+
     fn push(&mut self, severity: Severity, message: String) {
         self.findings.push(Finding {
             severity,

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The project's test command (README "Run the tests"; .ci/run calls it too).
+# Unit, integration and end-to-end tests run under cargo-nextest; doctests,
+# which nextest cannot run, under cargo test --doc. One shared target dir.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "cargo-nextest is missing; installing it (once)" >&2
+  cargo install cargo-nextest --locked
+fi
+cargo nextest run --workspace --no-fail-fast "$@"
+cargo test --workspace --doc --quiet
