@@ -41,31 +41,69 @@ pub fn strip_port(authority: &str) -> &str {
 }
 
 /// The names a request's Host / :authority may stand for, most specific
-/// first, for a caller in `caller_namespace`. At most three hash lookups.
+/// first, for a caller in `caller_namespace`.
 pub fn request_candidates<'a>(authority: &'a str, caller_namespace: &str) -> Vec<Cow<'a, str>> {
-    let host = strip_port(authority).trim_end_matches('.');
-    let host: Cow<'a, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    };
-    let dots = host.bytes().filter(|&b| b == b'.').count();
     let mut out = Vec::with_capacity(2);
-    if dots == 0 {
-        out.push(Cow::Owned(format!(
-            "{host}.{caller_namespace}.svc.{CLUSTER_DOMAIN}"
-        )));
-        out.push(host);
-    } else if dots == 1 {
-        out.push(Cow::Owned(format!("{host}.svc.{CLUSTER_DOMAIN}")));
-        out.push(host);
-    } else if host.ends_with(".svc") && dots == 2 {
-        out.push(Cow::Owned(format!("{host}.{CLUSTER_DOMAIN}")));
-        out.push(host);
-    } else {
-        out.push(host);
-    }
+    for_each_candidate(authority, caller_namespace, |c| {
+        out.push(Cow::Owned(c.to_owned()));
+        None::<()>
+    });
     out
+}
+
+/// Longest host name a candidate is built for on the stack; longer ones
+/// (beyond DNS's own 253-byte limit plus a suffix) use the heap.
+const STACK_HOST: usize = 320;
+
+/// Calls `f` with each name a request's authority may stand for (as
+/// [`request_candidates`] lists them) until it returns `Some`. Candidates are
+/// built in a stack buffer: the request path allocates nothing.
+pub fn for_each_candidate<R>(
+    authority: &str,
+    caller_namespace: &str,
+    mut f: impl FnMut(&str) -> Option<R>,
+) -> Option<R> {
+    let host = strip_port(authority).trim_end_matches('.');
+    let dots = host.bytes().filter(|&b| b == b'.').count();
+    let suffix_svc = [".", caller_namespace, ".svc.", CLUSTER_DOMAIN];
+    let suffixes: &[&str] = if dots == 0 {
+        &suffix_svc
+    } else if dots == 1 {
+        &[".svc.", CLUSTER_DOMAIN]
+    } else if dots == 2 && host.ends_with(".svc") {
+        &[".", CLUSTER_DOMAIN]
+    } else {
+        &[]
+    };
+    let mut buf = [0u8; STACK_HOST];
+    let total = host.len() + suffixes.iter().map(|s| s.len()).sum::<usize>();
+    if total > STACK_HOST {
+        let mut owned = host.to_ascii_lowercase();
+        for s in suffixes {
+            owned.push_str(s);
+        }
+        if !suffixes.is_empty()
+            && let Some(r) = f(&owned)
+        {
+            return Some(r);
+        }
+        return f(&owned[..host.len()]);
+    }
+    buf[..host.len()].copy_from_slice(host.as_bytes());
+    buf[..host.len()].make_ascii_lowercase();
+    let mut len = host.len();
+    for s in suffixes {
+        buf[len..len + s.len()].copy_from_slice(s.as_bytes());
+        len += s.len();
+    }
+    // Lower-casing ASCII bytes and appending `str`s keeps the bytes UTF-8.
+    let full = std::str::from_utf8(&buf[..len]).ok()?;
+    if !suffixes.is_empty()
+        && let Some(r) = f(full)
+    {
+        return Some(r);
+    }
+    f(&full[..host.len()])
 }
 
 /// The wildcard patterns that could cover `host`, most specific first:

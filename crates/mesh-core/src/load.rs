@@ -15,7 +15,7 @@ use crate::resource::{Kind, Resource, Spec};
 use crate::schema::common::ObjectMeta;
 use crate::validate::{Checker, Validate, checks, cross};
 use crate::yaml::de::{DeError, closest, from_node};
-use crate::yaml::{Document, Node, NodeValue, parse_stream};
+use crate::yaml::{Document, Node, NodeValue, parse_stream_at};
 
 /// How to read resources.
 #[derive(Clone, Debug)]
@@ -154,59 +154,50 @@ impl Loader {
         });
     }
 
-    /// Adds one YAML text.
+    /// Adds one YAML text. A large text is cut at document boundaries and
+    /// its slices are parsed, typed and validated on all cores; the results
+    /// are merged back in document order.
     pub fn add_text(&mut self, file: &str, text: &str) {
         let file: Arc<str> = file.into();
-        let (docs, syntax) = parse_stream(text);
-        for doc in docs {
-            self.add_document(&file, doc);
-        }
-        if let Some(e) = syntax {
-            self.diagnostics.push(Diagnostic {
-                severity: Severity::Error,
-                location: Location {
-                    file: file.clone(),
-                    pos: e.pos,
-                },
-                resource: None,
-                path: FieldPath::root(),
-                message: format!("invalid YAML: {}", e.message),
-            });
-        }
-    }
-
-    fn add_document(&mut self, file: &Arc<str>, doc: Document) {
-        // `kubectl get -o yaml` of several objects prints a List.
-        if doc.root.get("kind").and_then(Node::as_str) == Some("List")
-            && let Some(NodeValue::Seq(items)) = doc.root.get("items").map(|n| &n.value)
-        {
-            for item in items {
-                self.add_document(
-                    file,
-                    Document {
-                        pos: item.pos,
-                        root: item.clone(),
-                    },
-                );
-            }
-            return;
-        }
-        let mut sink = DocSink {
-            file: file.clone(),
-            resource: None,
-            out: Vec::new(),
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let slices = split_documents(text, threads);
+        let opts = &self.opts;
+        let results: Vec<SliceOutcome> = if slices.len() == 1 {
+            slices
+                .into_iter()
+                .map(|(offset, slice)| process_slice(&file, slice, offset, opts))
+                .collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = slices
+                    .into_iter()
+                    .map(|(offset, slice)| {
+                        let file = file.clone();
+                        scope.spawn(move || process_slice(&file, slice, offset, opts))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect()
+            })
         };
-        let accepted = read_resource(&doc, &self.opts, &mut sink, self.order);
-        self.order += 1;
-        let rejected = sink.out.iter().any(|d| d.severity == Severity::Error);
-        self.diagnostics.append(&mut sink.out);
-        if let Some(resource) = accepted
-            && !rejected
-        {
-            self.accepted.push(Accepted {
-                resource,
-                root: doc.root,
-            });
+        for slice in results {
+            for doc in slice.docs {
+                self.diagnostics.extend(doc.diagnostics);
+                if let Some(mut resource) = doc.resource {
+                    resource.order = self.order;
+                    self.accepted.push(Accepted {
+                        resource,
+                        root: doc.root,
+                    });
+                }
+                self.order += 1;
+            }
+            self.diagnostics.extend(slice.syntax);
         }
     }
 
@@ -216,11 +207,150 @@ impl Loader {
         cross::check(&accepted, &mut self.diagnostics);
         let mut diagnostics = Diagnostics(self.diagnostics);
         diagnostics.sort();
+        let mut resources = Vec::with_capacity(accepted.len());
+        let mut trees = Vec::with_capacity(accepted.len());
+        for a in accepted {
+            resources.push(a.resource);
+            trees.push(a.root);
+        }
+        // Freeing tens of thousands of trees takes a while and nobody waits
+        // for it: do it off the caller's thread when there are many. If no
+        // thread can be had, the trees are dropped right here instead.
+        if trees.len() >= BACKGROUND_DROP_THRESHOLD {
+            let _ = std::thread::Builder::new()
+                .name("mesh-config-drop".to_owned())
+                .spawn(move || drop(trees));
+        }
         Loaded {
-            resources: accepted.into_iter().map(|a| a.resource).collect(),
+            resources,
             diagnostics,
         }
     }
+}
+
+/// One document's outcome: the resource when it has no errors, its tree, and
+/// its diagnostics.
+struct DocOutcome {
+    resource: Option<Resource>,
+    root: Node,
+    diagnostics: Vec<Diagnostic>,
+}
+
+struct SliceOutcome {
+    docs: Vec<DocOutcome>,
+    syntax: Option<Diagnostic>,
+}
+
+/// From this many documents on, the loader frees their trees on a
+/// background thread.
+const BACKGROUND_DROP_THRESHOLD: usize = 1000;
+
+/// Below this size a text is parsed on one core: threads cost more than
+/// they save.
+const PARALLEL_THRESHOLD: usize = 256 * 1024;
+
+/// Cuts a stream into about `parts` slices at document markers (`---` at
+/// the start of a line), with the line number each slice starts after. YAML
+/// forbids a `---` line inside any scalar, so such a line always starts a
+/// document. Directives (`%YAML`, `%TAG`) apply to what follows them, so a
+/// stream with any is never cut.
+fn split_documents(text: &str, parts: usize) -> Vec<(u32, &str)> {
+    if parts < 2 || text.len() < PARALLEL_THRESHOLD || text.starts_with('%') || text.contains("\n%")
+    {
+        return vec![(0, text)];
+    }
+    let bytes = text.as_bytes();
+    let mut cuts = Vec::with_capacity(parts);
+    let mut searched_from = 0;
+    for i in 1..parts {
+        let target = (text.len() * i / parts).max(searched_from);
+        let Some(found) = text[target..].find("\n---").map(|p| p + target + 1) else {
+            break;
+        };
+        let after = bytes.get(found + 3).copied();
+        if matches!(after, None | Some(b'\n' | b'\r' | b' ' | b'\t')) {
+            cuts.push(found);
+        }
+        searched_from = found + 3;
+    }
+    let mut out = Vec::with_capacity(cuts.len() + 1);
+    let mut start = 0;
+    let mut line = 0u32;
+    for cut in cuts {
+        out.push((line, &text[start..cut]));
+        line = line.saturating_add(count_line_breaks(&text[start..cut]));
+        start = cut;
+    }
+    out.push((line, &text[start..]));
+    out
+}
+
+/// Line breaks as YAML counts them: `\n`, `\r\n` and a lone `\r`.
+fn count_line_breaks(text: &str) -> u32 {
+    let bytes = text.as_bytes();
+    let mut n = 0u32;
+    for (i, b) in bytes.iter().enumerate() {
+        match b {
+            b'\n' => n = n.saturating_add(1),
+            b'\r' if bytes.get(i + 1) != Some(&b'\n') => n = n.saturating_add(1),
+            _ => {}
+        }
+    }
+    n
+}
+
+fn process_slice(
+    file: &Arc<str>,
+    text: &str,
+    line_offset: u32,
+    opts: &LoadOptions,
+) -> SliceOutcome {
+    let (docs, syntax) = parse_stream_at(text, line_offset);
+    let mut out = Vec::with_capacity(docs.len());
+    for doc in docs {
+        process_document(file, doc, opts, &mut out);
+    }
+    SliceOutcome {
+        docs: out,
+        syntax: syntax.map(|e| Diagnostic {
+            severity: Severity::Error,
+            location: Location {
+                file: file.clone(),
+                pos: e.pos,
+            },
+            resource: None,
+            path: FieldPath::root(),
+            message: format!("invalid YAML: {}", e.message),
+        }),
+    }
+}
+
+fn process_document(file: &Arc<str>, doc: Document, opts: &LoadOptions, out: &mut Vec<DocOutcome>) {
+    // `kubectl get -o yaml` of several objects prints a List.
+    if doc.root.get("kind").and_then(Node::as_str) == Some("List")
+        && let Some(NodeValue::Seq(items)) = doc.root.get("items").map(|n| &n.value)
+    {
+        for item in items {
+            let item_doc = Document {
+                pos: item.pos,
+                root: item.clone(),
+            };
+            process_document(file, item_doc, opts, out);
+        }
+        return;
+    }
+    let mut sink = DocSink {
+        file: file.clone(),
+        resource: None,
+        out: Vec::new(),
+    };
+    let resource = read_resource(&doc, opts, &mut sink);
+    let rejected = sink.out.iter().any(|d| d.severity == Severity::Error);
+    out.push(DocOutcome {
+        resource: resource.filter(|_| !rejected),
+        root: doc.root,
+        diagnostics: sink.out,
+    });
 }
 
 /// Collects the diagnostics of one document.
@@ -265,12 +395,7 @@ fn field(name: &str) -> FieldPath {
 
 const TOP_LEVEL: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
 
-fn read_resource(
-    doc: &Document,
-    opts: &LoadOptions,
-    sink: &mut DocSink,
-    order: usize,
-) -> Option<Resource> {
+fn read_resource(doc: &Document, opts: &LoadOptions, sink: &mut DocSink) -> Option<Resource> {
     let root = &doc.root;
     let NodeValue::Map(entries) = &root.value else {
         sink.push(
@@ -327,8 +452,15 @@ fn read_resource(
         }
     };
 
-    // Metadata first, so every later diagnostic names the resource.
+    // Name the resource from the raw tree first, so even metadata errors say
+    // which resource they are about.
     let meta_node = root.get("metadata");
+    let raw = |key: &str| meta_node.and_then(|m| m.get(key)).and_then(Node::as_str);
+    sink.resource = Some(format!(
+        "{kind}/{}/{}",
+        raw("namespace").unwrap_or(&opts.default_namespace),
+        raw("name").filter(|n| !n.is_empty()).unwrap_or("?")
+    ));
     let mut meta: ObjectMeta = match meta_node {
         Some(node) => {
             let (meta, _) = deserialize_reporting_unknown(node, sink, |n| {
@@ -463,7 +595,8 @@ fn read_resource(
             file: sink.file.clone(),
             pos: doc.pos,
         },
-        order,
+        // Assigned when the document's slice is merged back in order.
+        order: 0,
     })
 }
 

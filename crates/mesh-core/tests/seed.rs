@@ -216,3 +216,50 @@ spec:
     assert_eq!(v1.port_for(&service.ports[0]), 18080);
     assert_eq!(v2[0].port_for(&service.ports[0]), 9080);
 }
+
+#[test]
+fn wildcard_hosts_route_after_exact_ones() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: { name: wild }
+spec:
+  hosts: ["*.example.com"]
+  http:
+  - route:
+    - destination: { host: backend }
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: { name: exact }
+spec:
+  hosts: [api.example.com]
+  http:
+  - route:
+    - destination: { host: backend }
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: { name: everything }
+spec:
+  hosts: ["*"]
+  http:
+  - route:
+    - destination: { host: backend }
+"#;
+    let loaded = mesh_core::load::load_str("w.yaml", yaml, &LoadOptions::default());
+    assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
+    let snapshot = Snapshot::compile(1, loaded);
+    let route = |authority: &str| {
+        snapshot
+            .index
+            .mesh_route(authority, "default")
+            .map(|r| r.name().to_owned())
+    };
+    assert_eq!(route("api.example.com:443").as_deref(), Some("exact"));
+    assert_eq!(route("www.example.com").as_deref(), Some("wild"));
+    assert_eq!(route("a.b.Example.com").as_deref(), Some("wild"));
+    // `*.example.com` does not cover `example.com`; the bare `*` does.
+    assert_eq!(route("example.com").as_deref(), Some("everything"));
+    assert_eq!(route("reviews").as_deref(), Some("everything"));
+}

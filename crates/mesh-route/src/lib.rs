@@ -8,8 +8,10 @@
 //! timeout, retry, balance). It also holds the load balancers, header and URI
 //! rewrites, redirects, mirroring, and the ingress-gateway and egress
 //! (ServiceEntry) routing.
-//!
-//! The layers arrive with the data-plane issue; this crate already fixes its
-//! place in the workspace and its one dependency on `mesh-core`.
 
 #![forbid(unsafe_code)]
+
+pub mod balance;
+pub mod decision;
+pub mod matcher;
+pub mod random;

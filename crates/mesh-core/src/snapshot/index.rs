@@ -3,16 +3,21 @@
 //! costs the same with 10 hosts or 10,000.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::host::{qualify, request_candidates, wildcard_candidates};
+use crate::host::{for_each_candidate, qualify};
 use crate::resource::{Kind, Resource, Spec};
 use crate::schema::istio_networking::{
     DestinationRule, ServiceEntry, ServiceEntryLocation, ServiceEntryResolution, ServicePort,
     Subset, TrafficPolicy, VirtualService, WorkloadEntry,
 };
 use crate::schema::istio_operator::IstioOperator;
+
+/// The hash map of the lookup tables: foldhash instead of SipHash, since
+/// every request hashes a host name or two (keys come from configuration;
+/// the hasher is still seeded per process).
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The gateway name that stands for "every sidecar" in a VirtualService.
 pub const MESH_GATEWAY: &str = "mesh";
@@ -23,6 +28,9 @@ pub struct Index {
     /// Sidecar route tables: qualified host (or `*.` wildcard) to the one
     /// VirtualService that governs it (SPEC 4.8: the earliest wins whole).
     pub mesh_routes: HashMap<String, Arc<Resource>>,
+    /// The `*.` wildcard entries of `mesh_routes`, keyed by the suffix after
+    /// the `*` (`.example.com`; `""` for a bare `*`).
+    pub mesh_wildcards: HashMap<String, Arc<Resource>>,
     /// Gateway route tables: `namespace/gateway` to host to the
     /// VirtualServices bound there, merged in order (SPEC 4.8).
     pub gateway_routes: HashMap<String, HashMap<String, Vec<Arc<Resource>>>>,
@@ -159,7 +167,7 @@ pub fn gateway_key(reference: &str, namespace: &str) -> String {
 pub(crate) fn mesh_route_claims<'r>(
     resources: impl Iterator<Item = &'r Resource>,
 ) -> HashMap<String, Vec<(&'r Resource, usize)>> {
-    let mut claims: HashMap<String, Vec<(&Resource, usize)>> = HashMap::new();
+    let mut claims: HashMap<String, Vec<(&Resource, usize)>> = HashMap::default();
     for r in resources {
         let Spec::VirtualService(vs) = &r.spec else {
             continue;
@@ -192,12 +200,17 @@ impl Index {
                 .first()
                 .and_then(|(r, _)| by_ptr.get(&std::ptr::from_ref(*r)))
             {
+                if let Some(suffix) = host.strip_prefix('*') {
+                    index
+                        .mesh_wildcards
+                        .insert(suffix.to_owned(), Arc::clone(winner));
+                }
                 index.mesh_routes.insert(host, Arc::clone(winner));
             }
         }
         let mut operators: Vec<&Arc<Resource>> = Vec::new();
         for r in resources {
-            let ns = r.namespace().to_owned();
+            let ns = r.namespace();
             match &r.spec {
                 Spec::VirtualService(vs) => index.add_gateway_routes(r, vs),
                 Spec::Gateway(_) => {
@@ -217,22 +230,24 @@ impl Index {
                 Spec::IstioOperator(_) => operators.push(r),
                 _ => {}
             }
-            let policies = index.namespaces.entry(ns).or_default();
-            match r.kind {
-                Kind::PeerAuthentication => policies.peer_authentications.push(Arc::clone(r)),
-                Kind::AuthorizationPolicy => policies.authorization_policies.push(Arc::clone(r)),
-                Kind::RequestAuthentication => {
-                    policies.request_authentications.push(Arc::clone(r));
-                }
-                Kind::Telemetry => policies.telemetry.push(Arc::clone(r)),
+            let list: fn(&mut NamespacePolicies) -> &mut Vec<Arc<Resource>> = match r.kind {
+                Kind::PeerAuthentication => |p| &mut p.peer_authentications,
+                Kind::AuthorizationPolicy => |p| &mut p.authorization_policies,
+                Kind::RequestAuthentication => |p| &mut p.request_authentications,
+                Kind::Telemetry => |p| &mut p.telemetry,
                 Kind::Server
                 | Kind::ServerAuthorization
                 | Kind::LinkerdAuthorizationPolicy
                 | Kind::MeshTlsAuthentication
                 | Kind::NetworkAuthentication
-                | Kind::HttpLocalRateLimitPolicy => policies.linkerd_policies.push(Arc::clone(r)),
-                _ => {}
-            }
+                | Kind::HttpLocalRateLimitPolicy => |p| &mut p.linkerd_policies,
+                _ => continue,
+            };
+            let policies = match index.namespaces.get_mut(ns) {
+                Some(p) => p,
+                None => index.namespaces.entry(ns.to_owned()).or_default(),
+            };
+            list(policies).push(Arc::clone(r));
         }
         operators.sort_by(|a, b| precedence(a, b));
         index.mesh_config = operators.first().map(|r| Arc::clone(r));
@@ -351,33 +366,47 @@ impl Index {
 
     /// The sidecar route table (VirtualService) for a request's authority,
     /// from a caller in `caller_namespace`: exact names first, then the most
-    /// specific `*.` wildcard. A few hash lookups, whatever the table size.
+    /// specific `*.` wildcard. A few hash lookups and no allocation, whatever
+    /// the table size.
     pub fn mesh_route(&self, authority: &str, caller_namespace: &str) -> Option<&Arc<Resource>> {
-        let candidates = request_candidates(authority, caller_namespace);
-        for c in &candidates {
-            if let Some(r) = self.mesh_routes.get(c.as_ref()) {
-                return Some(r);
+        let mut most_specific_len = 0;
+        let mut wildcard: Option<&Arc<Resource>> = None;
+        let found = for_each_candidate(authority, caller_namespace, |c| {
+            if most_specific_len == 0 {
+                most_specific_len = c.len();
+                if !self.mesh_wildcards.is_empty() {
+                    wildcard = self.wildcard_route(c);
+                }
             }
-        }
-        let most_specific = candidates.first()?;
-        wildcard_candidates(most_specific).find_map(|w| self.mesh_routes.get(&w))
+            self.mesh_routes.get(c)
+        });
+        found.or(wildcard)
+    }
+
+    fn wildcard_route(&self, host: &str) -> Option<&Arc<Resource>> {
+        // `a.b.example.com` tries `*.b.example.com`, `*.example.com`, `*.com`,
+        // then `*`; a pattern is looked up by its suffix after the `*`.
+        host.match_indices('.')
+            .find_map(|(i, _)| self.mesh_wildcards.get(&host[i..]))
+            .or_else(|| self.mesh_wildcards.get(""))
     }
 
     /// The qualified host a caller in `caller_namespace` means by `authority`:
     /// the first spelling the registry or a route table knows, else the most
     /// specific reading.
     pub fn resolve_host(&self, authority: &str, caller_namespace: &str) -> String {
-        let candidates = request_candidates(authority, caller_namespace);
-        candidates
-            .iter()
-            .find(|c| {
-                self.services.contains_key(c.as_ref())
-                    || self.mesh_routes.contains_key(c.as_ref())
-                    || self.destinations.contains_key(c.as_ref())
-            })
-            .or(candidates.first())
-            .map(|c| c.clone().into_owned())
-            .unwrap_or_default()
+        let mut first: Option<String> = None;
+        for_each_candidate(authority, caller_namespace, |c| {
+            if first.is_none() {
+                first = Some(c.to_owned());
+            }
+            (self.services.contains_key(c)
+                || self.mesh_routes.contains_key(c)
+                || self.destinations.contains_key(c))
+            .then(|| c.to_owned())
+        })
+        .or(first)
+        .unwrap_or_default()
     }
 
     /// Endpoints of `host`, or of one of its subsets. `None` when the subset

@@ -41,8 +41,15 @@ impl Snapshot {
     /// Compiles loaded (error-free) resources into a snapshot.
     pub fn compile(generation: u64, loaded: Loaded) -> Snapshot {
         let resources: Vec<Arc<Resource>> = loaded.resources.into_iter().map(Arc::new).collect();
-        let content_hash = content_hash(&resources);
-        let index = Index::build(&resources);
+        // Hashing and indexing are independent: do them side by side.
+        let (content_hash, index) = std::thread::scope(|scope| {
+            let hash = scope.spawn(|| content_hash(&resources));
+            let index = Index::build(&resources);
+            let hash = hash
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (hash, index)
+        });
         Snapshot {
             generation,
             content_hash,
@@ -68,19 +75,45 @@ impl Snapshot {
     }
 }
 
+/// The parts of a resource that define its content, in a fixed order.
+#[derive(serde::Serialize)]
+struct Canonical<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'a str,
+    kind: &'a str,
+    metadata: &'a crate::schema::common::ObjectMeta,
+    spec: &'a crate::resource::Spec,
+}
+
+/// Feeds serialized bytes straight into the hasher, without building a
+/// JSON value or buffer per resource.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn content_hash(resources: &[Arc<Resource>]) -> String {
     let mut hasher = Sha256::new();
     for r in resources {
-        let canonical = serde_json::json!({
-            "apiVersion": r.api_version,
-            "kind": r.kind.name(),
-            "metadata": r.meta,
-            "spec": r.spec,
-        });
-        // serde_json's Value keeps keys sorted (BTreeMap), so this is canonical.
-        if let Ok(bytes) = serde_json::to_vec(&canonical) {
-            hasher.update(&bytes);
-        }
+        let canonical = Canonical {
+            api_version: &r.api_version,
+            kind: r.kind.name(),
+            metadata: &r.meta,
+            spec: &r.spec,
+        };
+        // Structs serialize in declaration order and maps are BTreeMaps, so
+        // the same content always gives the same bytes. Serializing to a
+        // hasher cannot fail for these types; if it ever did, the resource
+        // would simply not contribute, which only risks a spurious reload.
+        let _ = serde_json::to_writer(HashWriter(&mut hasher), &canonical);
         hasher.update([0]);
     }
     hasher

@@ -17,33 +17,50 @@ use crate::snapshot::{MESH_GATEWAY, gateway_key, mesh_route_claims, precedence};
 /// would, warning at the later one with the earlier one's location. The
 /// replacement takes the earlier one's place in load order.
 pub(crate) fn dedupe(accepted: Vec<Accepted>, out: &mut Vec<Diagnostic>) -> Vec<Accepted> {
-    let mut index: HashMap<String, usize> = HashMap::with_capacity(accepted.len());
-    let mut kept: Vec<Accepted> = Vec::with_capacity(accepted.len());
-    for a in accepted {
-        let id = a.resource.id();
-        match index.get(&id) {
-            Some(&i) => {
+    // First pass, on borrowed keys: which definition of each object wins?
+    let mut slots: HashMap<(Kind, &str, &str), usize> = HashMap::with_capacity(accepted.len());
+    let mut slot_of: Vec<usize> = Vec::with_capacity(accepted.len());
+    let mut winner: Vec<usize> = Vec::with_capacity(accepted.len());
+    for (i, a) in accepted.iter().enumerate() {
+        let r = &a.resource;
+        match slots.get(&(r.kind, r.namespace(), r.name())) {
+            Some(&s) => {
                 out.push(Diagnostic {
                     severity: Severity::Warning,
-                    location: a.resource.location.clone(),
-                    resource: Some(id),
+                    location: r.location.clone(),
+                    resource: Some(r.id()),
                     path: FieldPath::root(),
                     message: format!(
                         "defined again; this definition replaces the one at {}",
-                        kept[i].resource.location
+                        accepted[winner[s]].resource.location
                     ),
                 });
-                let order = kept[i].resource.order;
-                kept[i] = a;
-                kept[i].resource.order = order;
+                winner[s] = i;
+                slot_of.push(s);
             }
             None => {
-                index.insert(id, kept.len());
-                kept.push(a);
+                slots.insert((r.kind, r.namespace(), r.name()), winner.len());
+                slot_of.push(winner.len());
+                winner.push(i);
             }
         }
     }
-    kept
+    drop(slots);
+    if winner.len() == accepted.len() {
+        return accepted;
+    }
+    // Second pass: each winner takes its first definition's place and order.
+    let mut first_order: Vec<Option<usize>> = vec![None; winner.len()];
+    let mut kept: Vec<Option<Accepted>> = (0..winner.len()).map(|_| None).collect();
+    for (i, mut a) in accepted.into_iter().enumerate() {
+        let s = slot_of[i];
+        let order = *first_order[s].get_or_insert(a.resource.order);
+        if winner[s] == i {
+            a.resource.order = order;
+            kept[s] = Some(a);
+        }
+    }
+    kept.into_iter().flatten().collect()
 }
 
 /// Where a field of an accepted resource is written.
@@ -153,6 +170,7 @@ struct Known {
     objects: HashSet<(Kind, String, String)>,
     subsets: HashMap<String, HashSet<String>>,
     service_hosts: HashSet<String>,
+    has_wildcards: bool,
 }
 
 impl Known {
@@ -161,12 +179,25 @@ impl Known {
             objects: HashSet::new(),
             subsets: HashMap::new(),
             service_hosts: HashSet::new(),
+            has_wildcards: false,
         };
         for a in accepted {
             let r = &a.resource;
-            known
-                .objects
-                .insert((r.kind, r.namespace().to_owned(), r.name().to_owned()));
+            // Only kinds that other resources refer to by name.
+            if matches!(
+                r.kind,
+                Kind::Gateway
+                    | Kind::Server
+                    | Kind::MeshTlsAuthentication
+                    | Kind::NetworkAuthentication
+                    | Kind::LinkerdHttpRoute
+                    | Kind::HttpRoute
+                    | Kind::GrpcRoute
+            ) {
+                known
+                    .objects
+                    .insert((r.kind, r.namespace().to_owned(), r.name().to_owned()));
+            }
             match &r.spec {
                 Spec::DestinationRule(dr) => {
                     known
@@ -181,6 +212,7 @@ impl Known {
                 _ => {}
             }
         }
+        known.has_wildcards = known.service_hosts.iter().any(|h| h.starts_with('*'));
         known
     }
 
@@ -193,7 +225,8 @@ impl Known {
     /// few hash lookups, so checking 10,000 routes stays linear.
     fn has_service(&self, host: &str) -> bool {
         self.service_hosts.contains(host)
-            || wildcard_candidates(host).any(|w| self.service_hosts.contains(&w))
+            || (self.has_wildcards
+                && wildcard_candidates(host).any(|w| self.service_hosts.contains(&w)))
     }
 }
 
@@ -302,8 +335,17 @@ fn virtual_service_refs(a: &Accepted, vs: &VirtualService, known: &Known, rep: &
         }
     }
     let mut reported_hosts: HashSet<String> = HashSet::new();
+    // Most destinations of a VirtualService name the same host or two.
+    let mut last: Option<(String, String)> = None;
     let mut check = |dest: &Destination, path: String, rep: &mut Reporter<'_>| {
-        let host = qualify(&dest.host, ns);
+        let host = match &last {
+            Some((written, host)) if *written == dest.host => host.clone(),
+            _ => {
+                let host = qualify(&dest.host, ns);
+                last = Some((dest.host.clone(), host.clone()));
+                host
+            }
+        };
         if let Some(subset) = &dest.subset {
             let defined = known.subsets.get(&host).is_some_and(|s| s.contains(subset));
             if !defined {

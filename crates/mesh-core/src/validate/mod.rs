@@ -111,6 +111,12 @@ pub trait Validate {
     fn validate(&self, cx: &mut Checker);
 }
 
+impl<T: Validate> Validate for Box<T> {
+    fn validate(&self, cx: &mut Checker) {
+        (**self).validate(cx);
+    }
+}
+
 impl<T: Validate> Validate for Option<T> {
     fn validate(&self, cx: &mut Checker) {
         if let Some(v) = self {
