@@ -39,6 +39,8 @@
 
 pub mod diag;
 pub mod host;
+pub mod http;
+pub mod identity;
 pub mod load;
 pub mod path;
 pub mod reload;

@@ -15,3 +15,4 @@ pub mod balance;
 pub mod decision;
 pub mod matcher;
 pub mod random;
+pub mod routing;

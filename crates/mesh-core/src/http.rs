@@ -1,0 +1,164 @@
+//! What every layer shares on the request path: the boxed body type, local
+//! replies, and the failures a caller can see (SPEC 2) with their status and
+//! Envoy-style response flag.
+//!
+//! One place maps a failure to a response, so the same failure looks the same
+//! whichever layer produced it, in the sidecar and in-process alike.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
+
+/// The error type bodies and services use.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of the mesh's stacks: any body, boxed at stage boundaries.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A body holding `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Boxes any body whose error converts to [`BoxError`].
+pub fn boxed<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// The response header that carries the response flags of a reply the mesh
+/// produced or shaped (also in the access log and the `response_flags`
+/// metric label).
+pub const RESPONSE_FLAGS_HEADER: &str = "x-mesh-response-flags";
+
+/// The failures a caller can see (SPEC 2), each with its status and flag.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MeshError {
+    /// The host has routes but none matched (404 NR).
+    #[error("no route matched")]
+    NoRoute,
+    /// The route names a subset or service that does not exist (503 NC).
+    #[error("no cluster for {0}")]
+    NoCluster(String),
+    /// The destination has no endpoint that can take the request (503 UH).
+    #[error("no healthy upstream for {0}")]
+    NoHealthyUpstream(String),
+    /// A connection-pool limit was hit (503 UO).
+    #[error("upstream overflow")]
+    Overflow,
+    /// Connecting to the endpoint failed (503 UF).
+    #[error("upstream connect error: {0}")]
+    ConnectFailure(String),
+    /// The upstream reset or closed the connection mid-request (503 UC).
+    #[error("upstream connection terminated: {0}")]
+    UpstreamReset(String),
+    /// The route or final per-try timeout expired (504 UT).
+    #[error("upstream request timeout")]
+    Timeout,
+    /// The request could not be read or is malformed (400).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+impl MeshError {
+    /// The status the caller sees.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            MeshError::NoRoute => StatusCode::NOT_FOUND,
+            MeshError::NoCluster(_)
+            | MeshError::NoHealthyUpstream(_)
+            | MeshError::Overflow
+            | MeshError::ConnectFailure(_)
+            | MeshError::UpstreamReset(_) => StatusCode::SERVICE_UNAVAILABLE,
+            MeshError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            MeshError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The Envoy response flag (`-` when none applies).
+    pub fn flag(&self) -> &'static str {
+        match self {
+            MeshError::NoRoute => "NR",
+            MeshError::NoCluster(_) => "NC",
+            MeshError::NoHealthyUpstream(_) => "UH",
+            MeshError::Overflow => "UO",
+            MeshError::ConnectFailure(_) => "UF",
+            MeshError::UpstreamReset(_) => "UC",
+            MeshError::Timeout => "UT",
+            MeshError::BadRequest(_) => "DPE",
+        }
+    }
+
+    /// Whether the request never reached the upstream application, so that
+    /// sending it again cannot repeat a side effect.
+    pub fn is_retry_safe(&self) -> bool {
+        matches!(
+            self,
+            MeshError::NoHealthyUpstream(_) | MeshError::ConnectFailure(_)
+        )
+    }
+
+    /// The local reply for this failure.
+    pub fn to_response(&self) -> Response<Body> {
+        let mut resp = local_reply(self.status(), self.flag(), self.to_string());
+        if matches!(self, MeshError::Overflow) {
+            resp.headers_mut()
+                .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+        }
+        resp
+    }
+}
+
+/// A reply the mesh answers itself: status, flag header, a short text body.
+pub fn local_reply(status: StatusCode, flag: &str, text: impl fmt::Display) -> Response<Body> {
+    let body = format!("{text}\n");
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    if let Ok(v) = HeaderValue::from_str(flag) {
+        headers.insert(RESPONSE_FLAGS_HEADER, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_map_to_spec_statuses_and_flags() {
+        let cases = [
+            (MeshError::NoRoute, 404, "NR"),
+            (MeshError::NoCluster("x".into()), 503, "NC"),
+            (MeshError::NoHealthyUpstream("x".into()), 503, "UH"),
+            (MeshError::Overflow, 503, "UO"),
+            (MeshError::ConnectFailure("x".into()), 503, "UF"),
+            (MeshError::Timeout, 504, "UT"),
+        ];
+        for (e, status, flag) in cases {
+            let r = e.to_response();
+            assert_eq!(r.status().as_u16(), status, "{e}");
+            assert_eq!(r.headers()[RESPONSE_FLAGS_HEADER], flag);
+        }
+        assert_eq!(
+            MeshError::Overflow.to_response().headers()["x-envoy-overloaded"],
+            "true"
+        );
+    }
+}
