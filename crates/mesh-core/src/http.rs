@@ -12,7 +12,7 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
 
 /// The error type bodies and services use.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The body type of the mesh's stacks: any body, boxed at stage boundaries.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;

@@ -13,6 +13,7 @@
 
 pub mod balance;
 pub mod decision;
+pub mod layer;
 pub mod matcher;
 pub mod random;
 pub mod routing;

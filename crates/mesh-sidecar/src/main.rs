@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod sidecar;
 mod validate;
 
 use std::process::ExitCode;
@@ -22,6 +23,8 @@ enum Command {
     /// Load and check configuration: prints `file:line:col: error|warning: Kind/ns/name: field: message`
     /// per problem; exits 1 on any error (or warning, with --warnings-as-errors).
     Validate(validate::Args),
+    /// Run as a sidecar: outbound, inbound and admin listeners; drains on SIGTERM.
+    Sidecar(sidecar::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,5 +38,6 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Validate(args) => validate::run(&args),
+        Command::Sidecar(args) => sidecar::run(&args),
     }
 }

@@ -1,13 +1,18 @@
 //! # mesh: the facade
 //!
-//! Assembles the layer crates into the outbound and inbound stacks, and those
-//! into the three ways the mesh is deployed: the sidecar runtime (listeners,
-//! drain), the in-process "proxyless" client, and the mock mesh for
-//! integration tests. It holds no feature logic of its own.
-//!
-//! Today it re-exports the configuration core; the stacks arrive with the
-//! data-plane issue.
+//! Assembles the layer crates into the outbound and inbound stacks
+//! ([`stack`]), and those into the ways the mesh is deployed: the sidecar
+//! runtime ([`sidecar`]: listeners, reload, drain) and, next, the in-process
+//! "proxyless" client and the mock mesh. It holds no feature logic of its
+//! own: routing lives in `mesh-route`, resilience in `mesh-resilience`,
+//! identity in `mesh-tls`, telemetry in `mesh-telemetry`.
 
 #![forbid(unsafe_code)]
 
 pub use mesh_core as core;
+
+pub mod admin;
+pub mod server;
+pub mod sidecar;
+pub mod stack;
+pub mod upstream;

@@ -160,6 +160,15 @@ pub struct InFlight {
 }
 
 impl InFlight {
+    /// A guard that counts against no balancer, for targets chosen without
+    /// one (the inbound side's local application).
+    pub fn detached() -> InFlight {
+        InFlight {
+            active: Arc::from(Vec::new()),
+            index: 0,
+        }
+    }
+
     /// The endpoint this guard counts against.
     pub fn index(&self) -> usize {
         self.index
