@@ -110,6 +110,50 @@ impl MeshError {
         )
     }
 
+    /// The local reply for this failure to a request with these headers:
+    /// gRPC callers get a gRPC status (SPEC 2, last row), others HTTP.
+    pub fn reply_to(&self, request_headers: &http::HeaderMap) -> Response<Body> {
+        if is_grpc(request_headers) {
+            self.to_grpc_response()
+        } else {
+            self.to_response()
+        }
+    }
+
+    /// The gRPC status code a gRPC caller sees for this failure: 503 is
+    /// UNAVAILABLE, 504 DEADLINE_EXCEEDED, 404 NOT_FOUND, 400 INTERNAL.
+    pub fn grpc_status(&self) -> u8 {
+        match self.status().as_u16() {
+            404 => 5,
+            504 => 4,
+            403 => 7,
+            400 => 13,
+            _ => 14,
+        }
+    }
+
+    /// A trailers-only gRPC reply: HTTP 200 with `grpc-status` and
+    /// `grpc-message` in the headers, as gRPC proxies answer.
+    pub fn to_grpc_response(&self) -> Response<Body> {
+        let mut resp = Response::new(empty());
+        let headers = resp.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.grpc_status())),
+        );
+        if let Ok(v) = HeaderValue::from_str(&percent_encode_grpc(&self.to_string())) {
+            headers.insert("grpc-message", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(self.flag()) {
+            headers.insert(RESPONSE_FLAGS_HEADER, v);
+        }
+        resp
+    }
+
     /// The local reply for this failure.
     pub fn to_response(&self) -> Response<Body> {
         let mut resp = local_reply(self.status(), self.flag(), self.to_string());
@@ -119,6 +163,27 @@ impl MeshError {
         }
         resp
     }
+}
+
+/// Whether a request is gRPC (`content-type: application/grpc...`).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// `grpc-message` is percent-encoded (gRPC over HTTP/2, "Responses").
+fn percent_encode_grpc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A reply the mesh answers itself: status, flag header, a short text body.
@@ -160,5 +225,30 @@ mod tests {
             MeshError::Overflow.to_response().headers()["x-envoy-overloaded"],
             "true"
         );
+    }
+
+    #[test]
+    fn grpc_callers_get_grpc_statuses() {
+        let mut req = http::HeaderMap::new();
+        req.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        let r = MeshError::NoHealthyUpstream("echo".into()).reply_to(&req);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["grpc-status"], "14");
+        assert_eq!(r.headers()["grpc-message"], "no healthy upstream for echo");
+        assert_eq!(r.headers()[RESPONSE_FLAGS_HEADER], "UH");
+        assert_eq!(
+            MeshError::NoRoute.reply_to(&req).headers()["grpc-status"],
+            "5"
+        );
+        assert_eq!(
+            MeshError::Timeout.reply_to(&req).headers()["grpc-status"],
+            "4"
+        );
+        let plain = MeshError::NoRoute.reply_to(&http::HeaderMap::new());
+        assert_eq!(plain.status(), StatusCode::NOT_FOUND);
+        assert_eq!(percent_encode_grpc("a%b é"), "a%25b %C3%A9");
     }
 }

@@ -134,7 +134,8 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let table = self.layer.routes.table.load_full();
         let Some(authority) = request_authority(&req).map(str::to_owned) else {
-            let reply = MeshError::BadRequest("the request names no host".into()).to_response();
+            let reply =
+                MeshError::BadRequest("the request names no host".into()).reply_to(req.headers());
             return Box::pin(async move { Ok(reply) });
         };
         let workload = &self.layer.workload;
@@ -167,7 +168,7 @@ where
                 return Box::pin(async move { Ok(resp) });
             }
             RouteAction::NoRoute => {
-                let reply = MeshError::NoRoute.to_response();
+                let reply = MeshError::NoRoute.reply_to(req.headers());
                 return Box::pin(async move { Ok(reply) });
             }
         };
@@ -379,7 +380,7 @@ where
                 Box::pin(inner.call(req))
             }
             Err(e) => {
-                let reply = e.to_response();
+                let reply = e.reply_to(req.headers());
                 Box::pin(async move { Ok(reply) })
             }
         }

@@ -15,5 +15,6 @@ pub mod balance;
 pub mod decision;
 pub mod layer;
 pub mod matcher;
+pub mod mirror;
 pub mod random;
 pub mod routing;

@@ -11,7 +11,10 @@
 
 pub use mesh_core as core;
 
+pub use client::Client;
+
 pub mod admin;
+pub mod client;
 pub mod server;
 pub mod sidecar;
 pub mod stack;

@@ -3,12 +3,12 @@
 //! Outbound, in the order a request meets the stages (SPEC 1.1):
 //!
 //! 1. route    match host and request -> RouteDecision; local replies
-//! 2. balance  pick an endpoint of the chosen service and subset
-//! 3. connect  pooled HTTP/1.1 or HTTP/2 to that endpoint
+//! 2. mirror   fire-and-forget copies to the rule's mirror destinations
+//! 3. balance  pick an endpoint of the chosen service and subset
+//! 4. connect  pooled HTTP/1.1 or HTTP/2 to that endpoint
 //!
-//! Fault, mirror, timeout, retry, pool limits and outlier detection slot in
-//! between route and balance as the resilience issue lands; telemetry wraps
-//! the whole stack. Inbound: forward to the local application.
+//! Fault (before mirror), timeout, retry, pool limits and outlier detection
+//! slot in as the resilience issue lands; telemetry wraps the whole stack. Inbound: forward to the local application.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use mesh_core::identity::Workload;
 use mesh_core::reload::SnapshotHandle;
 use mesh_route::balance::InFlight;
 use mesh_route::layer::{BalanceLayer, RouteLayer, Routes, Target};
+use mesh_route::mirror::MirrorLayer;
 use mesh_route::random::SharedRandom;
 use mesh_route::routing::{Balancers, RoutingTable};
 use tower::ServiceBuilder;
@@ -84,6 +85,8 @@ pub fn outbound(
     let routes = Routes::new(Arc::clone(&state.table), Arc::clone(&state.random));
     let svc = ServiceBuilder::new()
         .layer(RouteLayer::new(routes, workload))
+        // Mirror copies (SPEC 1.1 step 6) re-enter the stack below here.
+        .layer(MirrorLayer::new(Arc::clone(&state.random)))
         .layer(BalanceLayer::new(Arc::clone(&state.balancers)))
         .service(Upstream::new(upstream));
     BoxCloneSyncService::new(svc)

@@ -62,8 +62,9 @@ impl Upstream {
 
     async fn send(self, mut req: Request<Body>) -> Response<Body> {
         let Some(target) = req.extensions_mut().remove::<Target>() else {
-            return MeshError::NoRoute.to_response();
+            return MeshError::NoRoute.reply_to(req.headers());
         };
+        let grpc = mesh_core::http::is_grpc(req.headers());
         let authority = request_authority(&req).map(str::to_owned);
         let upgrade = wants_upgrade(&req).then(|| req.extensions_mut().remove::<OnUpgrade>());
         let http2 = target.http2.unwrap_or(req.version() == Version::HTTP_2);
@@ -92,10 +93,15 @@ impl Upstream {
             }
             Err(e) => {
                 let detail = error_chain(&e);
-                if e.is_connect() {
-                    MeshError::ConnectFailure(detail).to_response()
+                let error = if e.is_connect() {
+                    MeshError::ConnectFailure(detail)
                 } else {
-                    MeshError::UpstreamReset(detail).to_response()
+                    MeshError::UpstreamReset(detail)
+                };
+                if grpc {
+                    error.to_grpc_response()
+                } else {
+                    error.to_response()
                 }
             }
         }
