@@ -77,6 +77,15 @@ pub fn run(args: &Args) -> ExitCode {
     config.app = args.app;
     config.drain_timeout = Duration::from_secs(args.drain_timeout);
     runtime.block_on(async move {
+        // Install the signal handlers before anything is printed: a SIGTERM
+        // that arrives right after "listening" must drain, not kill.
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("mesh sidecar: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let sidecar = match Sidecar::start(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -89,7 +98,7 @@ pub fn run(args: &Args) -> ExitCode {
             println!("inbound listening on {inbound}");
         }
         println!("admin listening on {}", sidecar.admin);
-        wait_for_signal().await;
+        signals.wait().await;
         eprintln!("mesh sidecar: draining");
         if sidecar.shutdown().await {
             ExitCode::SUCCESS
@@ -100,24 +109,35 @@ pub fn run(args: &Args) -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and Ctrl-C, listening from the moment they are installed.
+struct Signals {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = ctrl_c => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+            #[cfg(unix)]
+            interrupt: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.interrupt.recv() => {}
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
