@@ -15,6 +15,7 @@ pub use client::Client;
 
 pub mod admin;
 pub mod client;
+pub mod h2pool;
 pub mod server;
 pub mod sidecar;
 pub mod stack;

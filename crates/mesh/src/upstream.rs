@@ -17,6 +17,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_core::http::{Body, MeshError, boxed};
 use mesh_route::layer::{BoxFuture, Target, request_authority, set_uri_authority};
 
+use crate::h2pool::{H2Error, H2Pool};
+
 /// Connection settings of the upstream pools.
 #[derive(Clone, Debug)]
 pub struct UpstreamSettings {
@@ -40,7 +42,7 @@ impl Default for UpstreamSettings {
 #[derive(Clone)]
 pub struct Upstream {
     http1: Client<HttpConnector, Body>,
-    http2: Client<HttpConnector, Body>,
+    http2: H2Pool,
 }
 
 impl Upstream {
@@ -52,11 +54,8 @@ impl Upstream {
         connector.enforce_http(true);
         let http1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(settings.idle_timeout)
-            .build(connector.clone());
-        let http2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .http2_only(true)
             .build(connector);
+        let http2 = H2Pool::new(settings.connect_timeout);
         Upstream { http1, http2 }
     }
 
@@ -69,14 +68,34 @@ impl Upstream {
         let upgrade = wants_upgrade(&req).then(|| req.extensions_mut().remove::<OnUpgrade>());
         let http2 = target.http2.unwrap_or(req.version() == Version::HTTP_2);
         prepare_request(&mut req, authority.as_deref(), &target, upgrade.is_some());
-        let client = if http2 {
+        let sent = if http2 {
+            // HTTP/2 keeps the caller's authority in `:authority` and dials
+            // the endpoint itself.
             *req.version_mut() = Version::HTTP_2;
-            &self.http2
+            set_uri_authority(
+                req.uri_mut(),
+                Some(authority.as_deref().unwrap_or(&target.authority)),
+            );
+            req.headers_mut().remove(HOST);
+            self.http2
+                .send(&target.authority, req)
+                .await
+                .map_err(|e| match e {
+                    H2Error::Connect(..) => MeshError::ConnectFailure(e.to_string()),
+                    H2Error::Stream(e) => MeshError::UpstreamReset(error_chain(&e)),
+                })
         } else {
             *req.version_mut() = Version::HTTP_11;
-            &self.http1
+            self.http1.request(req).await.map_err(|e| {
+                let detail = error_chain(&e);
+                if e.is_connect() {
+                    MeshError::ConnectFailure(detail)
+                } else {
+                    MeshError::UpstreamReset(detail)
+                }
+            })
         };
-        match client.request(req).await {
+        match sent {
             Ok(mut resp) => {
                 if let Some(Some(downstream)) = upgrade
                     && resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -91,13 +110,7 @@ impl Upstream {
                 drop(target);
                 resp.map(boxed)
             }
-            Err(e) => {
-                let detail = error_chain(&e);
-                let error = if e.is_connect() {
-                    MeshError::ConnectFailure(detail)
-                } else {
-                    MeshError::UpstreamReset(detail)
-                };
+            Err(error) => {
                 if grpc {
                     error.to_grpc_response()
                 } else {

@@ -317,3 +317,44 @@ async fn upgraded_connection_relays_bytes_both_ways() {
     drop(stream);
     assert!(sidecar.shutdown().await);
 }
+
+/// Over HTTP/2 upstream the sidecar dials the endpoint the balancer chose
+/// yet keeps the caller's authority: the backend sees `:authority` as the
+/// caller wrote it, not the endpoint's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_upstream_keeps_the_callers_authority() {
+    let backend = Backend::start("reviews-v1", "v1").await;
+    let dir = ConfigDir::new();
+    dir.write(
+        "reviews.yaml",
+        &service_entry("reviews", "reviews", 9080, "HTTP2", &[backend.endpoint()]),
+    );
+    let sidecar = start_sidecar(&dir, 1, false).await;
+    let client = MeshClient::new(sidecar.outbound);
+    for (i, host) in ["reviews:9080", "reviews"].into_iter().enumerate() {
+        // An HTTP/1.1 caller; the port says HTTP2, so the sidecar speaks h2c.
+        let reply = client.get(host, &format!("/a/{i}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        let json = reply.json();
+        assert_eq!(json["version"], "HTTP/2.0");
+        assert_eq!(json["uri"], format!("http://{host}/a/{i}"));
+    }
+    // Several requests share one multiplexed connection and all succeed.
+    let replies = futures_join(&client, 20).await;
+    assert!(replies.iter().all(|s| *s == StatusCode::OK), "{replies:?}");
+    assert_eq!(backend.hits(), 22);
+    assert!(sidecar.shutdown().await);
+}
+
+async fn futures_join(client: &MeshClient, n: usize) -> Vec<StatusCode> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let client = client.clone();
+        tasks.spawn(async move { client.get("reviews", &format!("/many/{i}")).await.status });
+    }
+    let mut out = Vec::new();
+    while let Some(s) = tasks.join_next().await {
+        out.push(s.expect("request task"));
+    }
+    out
+}
