@@ -105,10 +105,15 @@ impl Upstream {
                 } else {
                     strip_hop_by_hop(resp.headers_mut(), false);
                 }
-                // The target guard lives until the response head arrived;
-                // streaming bodies are counted by the connection pool.
-                drop(target);
-                resp.map(boxed)
+                // The request counts as in flight on its endpoint until the
+                // response body is done, so LEAST_REQUEST sees long streams.
+                let guard = target.guard;
+                resp.map(move |body| {
+                    boxed(Guarded {
+                        body,
+                        _guard: guard,
+                    })
+                })
             }
             Err(error) => {
                 if grpc {
@@ -133,6 +138,36 @@ impl tower::Service<Request<Body>> for Upstream {
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { Ok(this.send(req).await) })
+    }
+}
+
+/// A response body that holds the endpoint's in-flight guard until the body
+/// ends or is dropped.
+struct Guarded<B> {
+    body: B,
+    _guard: std::sync::Arc<mesh_route::balance::InFlight>,
+}
+
+impl<B> http_body::Body for Guarded<B>
+where
+    B: http_body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
