@@ -7,6 +7,8 @@
 //! tower `Layer` usable alone with a small typed policy, and inside the mesh
 //! stack each takes its policy per request from the route decision.
 //!
-//! The layers arrive with the resilience issue.
+//! Today: [`timeout`]. The others arrive with the resilience issue.
 
 #![forbid(unsafe_code)]
+
+pub mod timeout;

@@ -4,11 +4,13 @@
 //!
 //! 1. route    match host and request -> RouteDecision; local replies
 //! 2. mirror   fire-and-forget copies to the rule's mirror destinations
-//! 3. balance  pick an endpoint of the chosen service and subset
-//! 4. connect  pooled HTTP/1.1 or HTTP/2 to that endpoint
+//! 3. timeout  the route's whole-request deadline (504 UT)
+//! 4. balance  pick an endpoint of the chosen service and subset
+//! 5. connect  pooled HTTP/1.1 or HTTP/2 to that endpoint
 //!
-//! Fault (before mirror), timeout, retry, pool limits and outlier detection
-//! slot in as the resilience issue lands; telemetry wraps the whole stack. Inbound: forward to the local application.
+//! Fault (before mirror), retry (after timeout), pool limits and outlier
+//! detection slot in as the resilience issue lands; telemetry wraps the
+//! whole stack. Inbound: forward to the local application.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use http::Request;
 use mesh_core::http::Body;
 use mesh_core::identity::Workload;
 use mesh_core::reload::SnapshotHandle;
+use mesh_resilience::timeout::TimeoutLayer;
 use mesh_route::balance::InFlight;
 use mesh_route::layer::{BalanceLayer, RouteLayer, Routes, Target};
 use mesh_route::mirror::MirrorLayer;
@@ -87,6 +90,7 @@ pub fn outbound(
         .layer(RouteLayer::new(routes, workload))
         // Mirror copies (SPEC 1.1 step 6) re-enter the stack below here.
         .layer(MirrorLayer::new(Arc::clone(&state.random)))
+        .layer(TimeoutLayer::from_route())
         .layer(BalanceLayer::new(Arc::clone(&state.balancers)))
         .service(Upstream::new(upstream));
     BoxCloneSyncService::new(svc)
