@@ -7,8 +7,10 @@
 //! tower `Layer` usable alone with a small typed policy, and inside the mesh
 //! stack each takes its policy per request from the route decision.
 //!
-//! Today: [`timeout`]. The others arrive with the resilience issue.
+//! Today: [`fault`] and [`timeout`]. The others arrive with the resilience
+//! issue.
 
 #![forbid(unsafe_code)]
 
+pub mod fault;
 pub mod timeout;

@@ -3,14 +3,14 @@
 //! Outbound, in the order a request meets the stages (SPEC 1.1):
 //!
 //! 1. route    match host and request -> RouteDecision; local replies
-//! 2. mirror   fire-and-forget copies to the rule's mirror destinations
-//! 3. timeout  the route's whole-request deadline (504 UT)
-//! 4. balance  pick an endpoint of the chosen service and subset
-//! 5. connect  pooled HTTP/1.1 or HTTP/2 to that endpoint
+//! 2. fault    injected delay, then injected abort (FI), per the rule
+//! 3. mirror   fire-and-forget copies to the rule's mirror destinations
+//! 4. timeout  the route's whole-request deadline (504 UT)
+//! 5. balance  pick an endpoint of the chosen service and subset
+//! 6. connect  pooled HTTP/1.1 or HTTP/2 to that endpoint
 //!
-//! Fault (before mirror), retry (after timeout), pool limits and outlier
-//! detection slot in as the resilience issue lands; telemetry wraps the
-//! whole stack. Inbound: forward to the local application.
+//! Retry (after timeout), pool limits and outlier detection slot in as the
+//! resilience issue lands; telemetry wraps the whole stack. Inbound: forward to the local application.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use http::Request;
 use mesh_core::http::Body;
 use mesh_core::identity::Workload;
 use mesh_core::reload::SnapshotHandle;
+use mesh_resilience::fault::FaultLayer;
 use mesh_resilience::timeout::TimeoutLayer;
 use mesh_route::balance::InFlight;
 use mesh_route::layer::{BalanceLayer, RouteLayer, Routes, Target};
@@ -89,6 +90,7 @@ pub fn outbound(
     let svc = ServiceBuilder::new()
         .layer(RouteLayer::new(routes, workload))
         // Mirror copies (SPEC 1.1 step 6) re-enter the stack below here.
+        .layer(FaultLayer::new(Arc::clone(&state.random)))
         .layer(MirrorLayer::new(Arc::clone(&state.random)))
         .layer(TimeoutLayer::from_route())
         .layer(BalanceLayer::new(Arc::clone(&state.balancers)))
