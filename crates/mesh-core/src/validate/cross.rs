@@ -99,9 +99,48 @@ pub(crate) fn check(accepted: &[Accepted], out: &mut Vec<Diagnostic>) {
 
     mesh_route_conflicts(accepted, &by_ptr, &mut rep);
     destination_rule_merges(accepted, &mut rep);
+    // Reference checks are per resource: on a large configuration they run
+    // on every core, each slice reporting into its own list, merged in order.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if accepted.len() >= PARALLEL_CHECKS && threads > 1 {
+        let chunk = accepted.len().div_ceil(threads);
+        let known = &known;
+        let parts: Vec<Vec<Diagnostic>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = accepted
+                .chunks(chunk)
+                .map(|slice| {
+                    scope.spawn(move || {
+                        let mut out = Vec::new();
+                        references(slice, known, &mut Reporter { out: &mut out });
+                        out
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        for part in parts {
+            rep.out.extend(part);
+        }
+    } else {
+        references(accepted, &known, &mut rep);
+    }
+    namespace_wide_duplicates(accepted, &mut rep);
+}
+
+/// From this many resources on, reference checks run on all cores.
+const PARALLEL_CHECKS: usize = 2000;
+
+/// Dangling references of each resource.
+fn references(accepted: &[Accepted], known: &Known, rep: &mut Reporter<'_>) {
     for a in accepted {
         match &a.resource.spec {
-            Spec::VirtualService(vs) => virtual_service_refs(a, vs, &known, &mut rep),
+            Spec::VirtualService(vs) => virtual_service_refs(a, vs, known, rep),
             Spec::ServerAuthorization(sa) => {
                 if let Some(name) = &sa.server.name
                     && !known.has(Kind::Server, a.resource.namespace(), name)
@@ -162,7 +201,6 @@ pub(crate) fn check(accepted: &[Accepted], out: &mut Vec<Diagnostic>) {
             _ => {}
         }
     }
-    namespace_wide_duplicates(accepted, &mut rep);
 }
 
 /// Names and hosts the loaded set defines, for reference checks.
