@@ -38,6 +38,12 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// The downstream peer's address, which listeners put in every request's
+/// extensions (consistent hashing on `useSourceIp` reads it; authorization
+/// will too). In-process callers have none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// The response header that carries the response flags of a reply the mesh
 /// produced or shaped (also in the access log and the `response_flags`
 /// metric label).

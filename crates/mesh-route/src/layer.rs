@@ -32,7 +32,7 @@ use arc_swap::ArcSwap;
 use http::header::{HOST, LOCATION};
 use http::uri::{Authority, Parts as UriParts};
 use http::{HeaderValue, Request, Response, Uri};
-use mesh_core::http::{Body, MeshError, full};
+use mesh_core::http::{Body, MeshError, Peer, full};
 use mesh_core::identity::Workload;
 
 use crate::balance::{InFlight, PickRequest, hash_key};
@@ -139,14 +139,13 @@ where
             return Box::pin(async move { Ok(reply) });
         };
         let workload = &self.layer.workload;
-        let scheme = req.uri().scheme_str().unwrap_or("http").to_owned();
         let decision = {
             let view = RequestView {
                 method: req.method(),
                 uri: req.uri(),
                 headers: req.headers(),
                 authority: &authority,
-                scheme: &scheme,
+                scheme: req.uri().scheme_str().unwrap_or("http"),
                 port: authority_port(&authority),
                 gateway: &self.layer.gateway,
                 source_namespace: &workload.namespace,
@@ -322,12 +321,8 @@ impl<S> Balance<S> {
         let request_port = request_authority(req).and_then(authority_port);
         let resolved = self.balancers.resolve(table, dest, request_port)?;
         let hash = resolved.balancer.policy().hash_key().and_then(|key| {
-            // The hash reads headers only; a body-less view is enough.
-            let mut probe = Request::new(());
-            *probe.headers_mut() = req.headers().clone();
-            *probe.uri_mut() = req.uri().clone();
-            let (parts, ()) = probe.into_parts();
-            hash_key(key, &parts, None)
+            let source_ip = req.extensions().get::<Peer>().map(|p| p.0.ip());
+            hash_key(key, req.headers(), req.uri(), source_ip)
         });
         let pick = resolved
             .balancer

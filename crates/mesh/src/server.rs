@@ -4,7 +4,6 @@
 //! HTTP/2 GOAWAY), give up at a deadline.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -13,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use mesh_core::http::{Body, boxed};
+use mesh_core::http::{Body, Peer, boxed};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::util::BoxCloneSyncService;
@@ -112,7 +111,3 @@ impl tower::Service<Request<Incoming>> for FromConnection {
         self.inner.call(req)
     }
 }
-
-/// The downstream peer's address, in every request's extensions.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer(pub SocketAddr);

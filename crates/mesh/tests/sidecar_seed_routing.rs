@@ -376,3 +376,35 @@ async fn futures_join(n: usize, prefix: &str, subset: &str) -> Vec<Backend> {
     }
     out
 }
+
+/// `consistentHash.useSourceIp`: the listener hands the caller's address
+/// to the balancer, so every request from one client IP (here 127.0.0.1,
+/// over many connections) lands on the same endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ip_affinity_keeps_one_client_on_one_endpoint() {
+    let mut backends = Vec::new();
+    for i in 0..4 {
+        backends.push(Backend::start(&format!("reviews-{i}"), "v1").await);
+    }
+    let endpoints: Vec<(u16, &str)> = backends.iter().map(Backend::endpoint).collect();
+    let dir = ConfigDir::new();
+    dir.write(
+        "reviews.yaml",
+        &service_entry("reviews", "reviews", 9080, "HTTP", &endpoints),
+    );
+    dir.write(
+        "dr.yaml",
+        "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata:\n  name: reviews\n\
+         spec:\n  host: reviews\n  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        useSourceIp: true\n",
+    );
+    let sidecar = start_sidecar(&dir, 11, false).await;
+    for _ in 0..40 {
+        // A fresh client each time: new connections, new source ports.
+        let reply = MeshClient::new(sidecar.outbound).get("reviews", "/").await;
+        assert_eq!(reply.status, http::StatusCode::OK, "{reply:?}");
+    }
+    let hits: Vec<u64> = backends.iter().map(Backend::hits).collect();
+    assert_eq!(hits.iter().filter(|h| **h > 0).count(), 1, "{hits:?}");
+    assert_eq!(hits.iter().sum::<u64>(), 40);
+    assert!(sidecar.shutdown().await);
+}

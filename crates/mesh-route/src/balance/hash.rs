@@ -10,7 +10,6 @@
 use std::net::IpAddr;
 
 use http::header::COOKIE;
-use http::request::Parts;
 
 use super::HashKey;
 use crate::random::RandomSource;
@@ -51,19 +50,21 @@ pub(crate) fn mix64(mut z: u64) -> u64 {
 /// address hashes as the IPv4 address). Query parameter: the raw value of
 /// the first occurrence (not percent-decoded; a bare `name` is the empty
 /// value).
-pub fn hash_key(key: &HashKey, parts: &Parts, source_ip: Option<IpAddr>) -> Option<u64> {
+pub fn hash_key(
+    key: &HashKey,
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+    source_ip: Option<IpAddr>,
+) -> Option<u64> {
     match key {
-        HashKey::Header(name) => parts
-            .headers
-            .get(name.as_str())
-            .map(|v| hash_bytes(v.as_bytes())),
-        HashKey::Cookie { name, .. } => cookie_value(&parts.headers, name).map(hash_bytes),
+        HashKey::Header(name) => headers.get(name.as_str()).map(|v| hash_bytes(v.as_bytes())),
+        HashKey::Cookie { name, .. } => cookie_value(headers, name).map(hash_bytes),
         HashKey::SourceIp => source_ip.map(|ip| match ip.to_canonical() {
             IpAddr::V4(v4) => hash_bytes(&v4.octets()),
             IpAddr::V6(v6) => hash_bytes(&v6.octets()),
         }),
         HashKey::QueryParameter(name) => {
-            query_value(parts.uri.query()?, name).map(|v| hash_bytes(v.as_bytes()))
+            query_value(uri.query()?, name).map(|v| hash_bytes(v.as_bytes()))
         }
     }
 }
@@ -108,14 +109,14 @@ pub struct GeneratedCookie {
 /// session cookie); a sub-second ttl rounds up to one second.
 pub fn cookie_to_set(
     key: &HashKey,
-    parts: &Parts,
+    headers: &http::HeaderMap,
     random: &dyn RandomSource,
 ) -> Option<GeneratedCookie> {
     let HashKey::Cookie { name, path, ttl } = key else {
         return None;
     };
     let ttl = (*ttl)?;
-    if cookie_value(&parts.headers, name).is_some() {
+    if cookie_value(headers, name).is_some() {
         return None;
     }
     let value = format!("{:016x}", random.next_u64());
@@ -144,7 +145,7 @@ mod tests {
     use super::*;
     use crate::random::SplitMix;
 
-    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
         let mut b = http::Request::builder().uri(uri);
         for (k, v) in headers {
             b = b.header(*k, *v);
@@ -174,8 +175,14 @@ mod tests {
     fn header_key() {
         let key = HashKey::Header("x-user".into());
         let p = parts("/", &[("X-User", "alice"), ("x-user", "bob")]);
-        assert_eq!(hash_key(&key, &p, None), Some(hash_bytes(b"alice")));
-        assert_eq!(hash_key(&key, &parts("/", &[]), None), None);
+        assert_eq!(
+            hash_key(&key, &p.headers, &p.uri, None),
+            Some(hash_bytes(b"alice"))
+        );
+        assert_eq!(
+            hash_key(&key, &parts("/", &[]).headers, &parts("/", &[]).uri, None),
+            None
+        );
     }
 
     #[test]
@@ -186,23 +193,49 @@ mod tests {
             ttl: None,
         };
         let p = parts("/", &[("cookie", "a=1; sid=abc; b=2")]);
-        assert_eq!(hash_key(&key, &p, None), Some(hash_bytes(b"abc")));
+        assert_eq!(
+            hash_key(&key, &p.headers, &p.uri, None),
+            Some(hash_bytes(b"abc"))
+        );
         let p = parts("/", &[("cookie", "a=1;b=2"), ("cookie", "x=y; sid=def")]);
-        assert_eq!(hash_key(&key, &p, None), Some(hash_bytes(b"def")));
+        assert_eq!(
+            hash_key(&key, &p.headers, &p.uri, None),
+            Some(hash_bytes(b"def"))
+        );
         let p = parts("/", &[("cookie", "sidx=1; xsid=2"), ("cookie", "sid")]);
-        assert_eq!(hash_key(&key, &p, None), None);
-        assert_eq!(hash_key(&key, &parts("/", &[]), None), None);
+        assert_eq!(hash_key(&key, &p.headers, &p.uri, None), None);
+        assert_eq!(
+            hash_key(&key, &parts("/", &[]).headers, &parts("/", &[]).uri, None),
+            None
+        );
     }
 
     #[test]
     fn query_key() {
         let key = HashKey::QueryParameter("user".into());
         let p = parts("/p?a=1&user=carol&user=dave", &[]);
-        assert_eq!(hash_key(&key, &p, None), Some(hash_bytes(b"carol")));
+        assert_eq!(
+            hash_key(&key, &p.headers, &p.uri, None),
+            Some(hash_bytes(b"carol"))
+        );
         let p = parts("/p?user&x=1", &[]);
-        assert_eq!(hash_key(&key, &p, None), Some(hash_bytes(b"")));
-        assert_eq!(hash_key(&key, &parts("/p?username=x", &[]), None), None);
-        assert_eq!(hash_key(&key, &parts("/p", &[]), None), None);
+        assert_eq!(
+            hash_key(&key, &p.headers, &p.uri, None),
+            Some(hash_bytes(b""))
+        );
+        assert_eq!(
+            hash_key(
+                &key,
+                &parts("/p?username=x", &[]).headers,
+                &parts("/p?username=x", &[]).uri,
+                None
+            ),
+            None
+        );
+        assert_eq!(
+            hash_key(&key, &parts("/p", &[]).headers, &parts("/p", &[]).uri, None),
+            None
+        );
     }
 
     #[test]
@@ -211,11 +244,17 @@ mod tests {
         let v4 = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7));
         let mapped = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 7).to_ipv6_mapped());
         let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
-        let h = hash_key(&HashKey::SourceIp, &p, Some(v4));
+        let h = hash_key(&HashKey::SourceIp, &p.headers, &p.uri, Some(v4));
         assert_eq!(h, Some(hash_bytes(&[10, 0, 0, 7])));
-        assert_eq!(hash_key(&HashKey::SourceIp, &p, Some(mapped)), h);
-        assert_ne!(hash_key(&HashKey::SourceIp, &p, Some(v6)), h);
-        assert_eq!(hash_key(&HashKey::SourceIp, &p, None), None);
+        assert_eq!(
+            hash_key(&HashKey::SourceIp, &p.headers, &p.uri, Some(mapped)),
+            h
+        );
+        assert_ne!(
+            hash_key(&HashKey::SourceIp, &p.headers, &p.uri, Some(v6)),
+            h
+        );
+        assert_eq!(hash_key(&HashKey::SourceIp, &p.headers, &p.uri, None), None);
     }
 
     #[test]
@@ -226,7 +265,7 @@ mod tests {
             path: Some("/app".into()),
             ttl: Some(Duration::from_secs(90)),
         };
-        let g = cookie_to_set(&key, &parts("/", &[]), &r).unwrap();
+        let g = cookie_to_set(&key, &parts("/", &[]).headers, &r).unwrap();
         assert_eq!(
             g.set_cookie,
             format!("sid={}; Path=/app; Max-Age=90; HttpOnly", g.value)
@@ -234,16 +273,16 @@ mod tests {
         // The next request carrying the cookie hashes the same.
         let cookie = format!("sid={}", g.value);
         let next = parts("/", &[("cookie", cookie.as_str())]);
-        assert_eq!(hash_key(&key, &next, None), Some(g.hash));
+        assert_eq!(hash_key(&key, &next.headers, &next.uri, None), Some(g.hash));
         // Present: nothing to generate.
-        assert_eq!(cookie_to_set(&key, &next, &r), None);
+        assert_eq!(cookie_to_set(&key, &next.headers, &r), None);
 
         let session = HashKey::Cookie {
             name: "sid".into(),
             path: None,
             ttl: Some(Duration::ZERO),
         };
-        let g = cookie_to_set(&session, &parts("/", &[]), &r).unwrap();
+        let g = cookie_to_set(&session, &parts("/", &[]).headers, &r).unwrap();
         assert_eq!(g.set_cookie, format!("sid={}; HttpOnly", g.value));
 
         let no_ttl = HashKey::Cookie {
@@ -251,9 +290,9 @@ mod tests {
             path: None,
             ttl: None,
         };
-        assert_eq!(cookie_to_set(&no_ttl, &parts("/", &[]), &r), None);
+        assert_eq!(cookie_to_set(&no_ttl, &parts("/", &[]).headers, &r), None);
         assert_eq!(
-            cookie_to_set(&HashKey::SourceIp, &parts("/", &[]), &r),
+            cookie_to_set(&HashKey::SourceIp, &parts("/", &[]).headers, &r),
             None
         );
     }
