@@ -44,6 +44,38 @@ where
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer(pub std::net::SocketAddr);
 
+/// Marks a response the mesh answered itself because a request could not be
+/// served (every [`MeshError`] reply carries it), so a layer above can tell
+/// a local failure (a refused connection, a reset, no healthy endpoint) from
+/// an upstream application's own response with the same status, which may
+/// even carry a further hop's `x-mesh-response-flags`. The retry layer
+/// reads it: `connect-failure` matches only [`FailureKind::Connect`], and
+/// bare status codes in `retryOn` match only responses without it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalFailure(pub FailureKind);
+
+/// What kind of local failure a [`LocalFailure`] reply stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// Connecting to the endpoint failed or timed out (UF); no request byte
+    /// reached the upstream.
+    Connect,
+    /// The connection or stream was reset or closed mid-request (UC).
+    Reset,
+    /// The HTTP/2 stream was refused (`REFUSED_STREAM`): the upstream did
+    /// not process it.
+    RefusedStream,
+    /// A timeout expired (UT).
+    Timeout,
+    /// A connection-pool limit was hit (UO); never retried.
+    Overflow,
+    /// No endpoint could take the request (UH, NC).
+    NoHealthyUpstream,
+    /// Anything else the mesh answered itself (NR, 400, RL, ...).
+    Other,
+}
+
 /// The response header that carries the response flags of a reply the mesh
 /// produced or shaped (also in the access log and the `response_flags`
 /// metric label).
@@ -76,6 +108,25 @@ pub enum MeshError {
     /// The request could not be read or is malformed (400).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A local rate limit refused the request (429 RL); the text names the
+    /// limit that was hit.
+    #[error("local rate limit exceeded: {0}")]
+    RateLimited(&'static str),
+    /// The host is not in the service registry and meshConfig
+    /// `outboundTrafficPolicy.mode` is `REGISTRY_ONLY` (SPEC 2, 6.2: 502).
+    /// SPEC 2 gives no flag; Istio answers with a direct response on its
+    /// `block_all` route (the HTTP side of the BlackHoleCluster), which
+    /// Envoy logs without a flag, so the flag is `-`.
+    #[error(
+        "BlackHoleCluster: {0} is not in the service registry (outboundTrafficPolicy REGISTRY_ONLY)"
+    )]
+    Unregistered(String),
+    /// The request would be sent back into this proxy's own listener (a
+    /// passthrough to the proxy's address), which would repeat forever:
+    /// 508 Loop Detected, refused instead, as Envoy's blackhole for its own
+    /// outbound port does.
+    #[error("request to {0} would loop back into this proxy")]
+    Loop(String),
 }
 
 impl MeshError {
@@ -90,6 +141,9 @@ impl MeshError {
             | MeshError::UpstreamReset(_) => StatusCode::SERVICE_UNAVAILABLE,
             MeshError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             MeshError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            MeshError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            MeshError::Unregistered(_) => StatusCode::BAD_GATEWAY,
+            MeshError::Loop(_) => StatusCode::LOOP_DETECTED,
         }
     }
 
@@ -104,6 +158,23 @@ impl MeshError {
             MeshError::UpstreamReset(_) => "UC",
             MeshError::Timeout => "UT",
             MeshError::BadRequest(_) => "DPE",
+            MeshError::RateLimited(_) => "RL",
+            MeshError::Unregistered(_) | MeshError::Loop(_) => "-",
+        }
+    }
+
+    /// The kind of local failure this is, for the [`LocalFailure`] marker
+    /// of its reply.
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            MeshError::ConnectFailure(_) => FailureKind::Connect,
+            MeshError::UpstreamReset(_) => FailureKind::Reset,
+            MeshError::Timeout => FailureKind::Timeout,
+            MeshError::Overflow => FailureKind::Overflow,
+            MeshError::NoHealthyUpstream(_) | MeshError::NoCluster(_) => {
+                FailureKind::NoHealthyUpstream
+            }
+            _ => FailureKind::Other,
         }
     }
 
@@ -127,13 +198,15 @@ impl MeshError {
     }
 
     /// The gRPC status code a gRPC caller sees for this failure: 503 is
-    /// UNAVAILABLE, 504 DEADLINE_EXCEEDED, 404 NOT_FOUND, 400 INTERNAL.
+    /// UNAVAILABLE, 504 DEADLINE_EXCEEDED, 404 NOT_FOUND, 400 INTERNAL,
+    /// 429 RESOURCE_EXHAUSTED.
     pub fn grpc_status(&self) -> u8 {
         match self.status().as_u16() {
             404 => 5,
             504 => 4,
             403 => 7,
             400 => 13,
+            429 => 8,
             _ => 14,
         }
     }
@@ -157,12 +230,16 @@ impl MeshError {
         if let Ok(v) = HeaderValue::from_str(self.flag()) {
             headers.insert(RESPONSE_FLAGS_HEADER, v);
         }
+        resp.extensions_mut()
+            .insert(LocalFailure(self.failure_kind()));
         resp
     }
 
     /// The local reply for this failure.
     pub fn to_response(&self) -> Response<Body> {
         let mut resp = local_reply(self.status(), self.flag(), self.to_string());
+        resp.extensions_mut()
+            .insert(LocalFailure(self.failure_kind()));
         if matches!(self, MeshError::Overflow) {
             resp.headers_mut()
                 .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
@@ -221,6 +298,8 @@ mod tests {
             (MeshError::Overflow, 503, "UO"),
             (MeshError::ConnectFailure("x".into()), 503, "UF"),
             (MeshError::Timeout, 504, "UT"),
+            (MeshError::RateLimited("total"), 429, "RL"),
+            (MeshError::Unregistered("x".into()), 502, "-"),
         ];
         for (e, status, flag) in cases {
             let r = e.to_response();

@@ -42,6 +42,7 @@ pub mod host;
 pub mod http;
 pub mod identity;
 pub mod load;
+pub mod locate;
 pub mod path;
 pub mod reload;
 pub mod resource;

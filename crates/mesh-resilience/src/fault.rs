@@ -100,7 +100,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+    type Future = ResponseFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -112,7 +112,11 @@ where
             .get::<RouteDecision>()
             .and_then(|d| d.policy.fault.clone());
         let Some(fault) = fault else {
-            return Box::pin(self.inner.call(req));
+            return ResponseFuture {
+                inner: Inner::Pass {
+                    call: self.inner.call(req),
+                },
+            };
         };
         // Draws happen now, in order: delay, then abort (SPEC 4.5).
         let delay = fault
@@ -125,15 +129,57 @@ where
             .map(|a| a.status);
         let mut inner = self.inner.clone();
         std::mem::swap(&mut inner, &mut self.inner);
-        Box::pin(Injected {
-            state: State::Start {
-                inner: Some(inner),
-                req: Some(req),
-                delay: delay.map(|d| Box::pin(tokio::time::sleep(d))),
-                abort,
+        ResponseFuture {
+            inner: Inner::Injected {
+                fut: Box::pin(Injected {
+                    state: State::Start {
+                        inner: Some(inner),
+                        req: Some(req),
+                        delay: delay.map(|d| Box::pin(tokio::time::sleep(d))),
+                        abort,
+                    },
+                    delayed: delay.is_some(),
+                }),
             },
-            delayed: delay.is_some(),
-        })
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The fault stage's future: the inner call itself on a route without
+    /// a fault (no allocation), or the boxed delay / abort / call.
+    pub struct ResponseFuture<F, E> {
+        #[pin]
+        inner: Inner<F, E>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = Proj]
+    enum Inner<F, E> {
+        /// No fault on the route.
+        Pass {
+            #[pin]
+            call: F,
+        },
+        /// A fault was drawn or may be.
+        Injected {
+            fut: BoxFuture<Result<Response<Body>, E>>,
+        },
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F, E>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().inner.project() {
+            Proj::Pass { call } => call.poll(cx),
+            Proj::Injected { fut } => fut.as_mut().poll(cx),
+        }
     }
 }
 

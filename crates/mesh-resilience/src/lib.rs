@@ -7,10 +7,15 @@
 //! tower `Layer` usable alone with a small typed policy, and inside the mesh
 //! stack each takes its policy per request from the route decision.
 //!
-//! Today: [`fault`] and [`timeout`]. The others arrive with the resilience
-//! issue.
+//! In request order: [`fault`], [`timeout`], [`retry`] (with [`budget`]),
+//! [`pool`], [`outlier`]; inbound, [`rate_limit`].
 
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod fault;
+pub mod outlier;
+pub mod pool;
+pub mod rate_limit;
+pub mod retry;
 pub mod timeout;

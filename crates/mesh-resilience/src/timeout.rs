@@ -81,6 +81,12 @@ pub struct Timeout<S> {
     policy: TimeoutPolicy,
 }
 
+/// When a request's whole-request deadline passes, left in its extensions
+/// by the timeout stage so the stages below can plan within it (the retry
+/// stage never starts a backoff that would end after it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestDeadline(pub tokio::time::Instant);
+
 /// A caller's own cap on the route timeout, in milliseconds (Envoy's header,
 /// which Istio users send).
 pub const UPSTREAM_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
@@ -89,16 +95,21 @@ pub const UPSTREAM_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
 /// `x-envoy-upstream-rq-timeout-ms`, and for gRPC replaced by
 /// `grpc-timeout` capped by the route's timeout (SPEC 4.6).
 pub fn effective_timeout(route: Option<Duration>, headers: &HeaderMap) -> Option<Duration> {
+    // Names parsed once, not per request (a `&str` key is parsed on every
+    // lookup).
+    const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+    const UPSTREAM_TIMEOUT: http::HeaderName =
+        http::HeaderName::from_static(UPSTREAM_TIMEOUT_HEADER);
     let mut timeout = route;
     if let Some(grpc) = headers
-        .get("grpc-timeout")
+        .get(GRPC_TIMEOUT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
     {
         timeout = Some(route.map_or(grpc, |r| r.min(grpc)));
     }
     if let Some(ms) = headers
-        .get(UPSTREAM_TIMEOUT_HEADER)
+        .get(UPSTREAM_TIMEOUT)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|ms| *ms > 0)
@@ -128,8 +139,6 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
 impl<S> tower::Service<Request<Body>> for Timeout<S>
 where
     S: tower::Service<Request<Body>, Response = Response<Body>> + Send + 'static,
@@ -138,13 +147,13 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let route = match self.policy {
             TimeoutPolicy::Fixed(d) => Some(d),
             TimeoutPolicy::FromRoute => req
@@ -154,41 +163,75 @@ where
         };
         let timeout = effective_timeout(route, req.headers());
         let grpc = mesh_core::http::is_grpc(req.headers());
+        if let Some(limit) = timeout {
+            req.extensions_mut()
+                .insert(RequestDeadline(tokio::time::Instant::now() + limit));
+        }
         let call = self.inner.call(req);
         match timeout {
-            None => Box::pin(call),
-            Some(limit) => Box::pin(Deadline {
-                call: Box::pin(call),
-                sleep: Box::pin(tokio::time::sleep(limit)),
-                grpc,
-            }),
+            None => ResponseFuture {
+                inner: Inner::Plain { call },
+            },
+            Some(limit) => ResponseFuture {
+                inner: Inner::Deadline {
+                    call,
+                    sleep: tokio::time::sleep(limit),
+                    grpc,
+                },
+            },
         }
     }
 }
 
-/// The inner call raced against its deadline. A named future rather than an
-/// `async` block: the latter trips a compiler limitation on `Send`
-/// inference with boxed-error bodies in bounds.
-struct Deadline<F> {
-    call: Pin<Box<F>>,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    grpc: bool,
+pin_project_lite::pin_project! {
+    /// The timeout stage's future: the inner call itself, or the inner
+    /// call raced against its deadline. Held inline (no allocation per
+    /// request); a named future rather than an `async` block, which trips a
+    /// compiler limitation on `Send` inference with boxed-error bodies in
+    /// bounds.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: Inner<F>,
+    }
 }
 
-impl<F, E> Future for Deadline<F>
+pin_project_lite::pin_project! {
+    #[project = Proj]
+    enum Inner<F> {
+        /// No timeout applies.
+        Plain {
+            #[pin]
+            call: F,
+        },
+        /// The call and its deadline.
+        Deadline {
+            #[pin]
+            call: F,
+            #[pin]
+            sleep: tokio::time::Sleep,
+            grpc: bool,
+        },
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<Body>, E>>,
 {
     type Output = Result<Response<Body>, E>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Poll::Ready(out) = self.call.as_mut().poll(cx) {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (call, sleep, grpc) = match self.project().inner.project() {
+            Proj::Plain { call } => return call.poll(cx),
+            Proj::Deadline { call, sleep, grpc } => (call, sleep, *grpc),
+        };
+        if let Poll::Ready(out) = call.poll(cx) {
             return Poll::Ready(out);
         }
-        match self.sleep.as_mut().poll(cx) {
+        match sleep.poll(cx) {
             // Returning drops the inner call, which cancels the upstream
             // request.
-            Poll::Ready(()) => Poll::Ready(Ok(if self.grpc {
+            Poll::Ready(()) => Poll::Ready(Ok(if grpc {
                 MeshError::Timeout.to_grpc_response()
             } else {
                 MeshError::Timeout.to_response()
@@ -206,6 +249,7 @@ mod tests {
 
     use http::HeaderValue;
     use mesh_core::http::{RESPONSE_FLAGS_HEADER, empty};
+    use mesh_route::layer::BoxFuture;
     use tower::{Layer, ServiceExt};
 
     use super::*;

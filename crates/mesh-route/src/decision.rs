@@ -15,6 +15,7 @@ use http::{HeaderValue, StatusCode};
 
 use crate::matcher::headers::HeaderEdits;
 use crate::matcher::rewrite::Rewrite;
+pub use crate::profile::ResponseClasses;
 
 /// The decision for one request.
 #[derive(Clone, Debug, PartialEq)]
@@ -166,9 +167,43 @@ pub struct RetrySpec {
     pub retry_ignore_previous_hosts: bool,
     /// `retryRemoteLocalities`, as written.
     pub retry_remote_localities: Option<bool>,
+    /// A retry budget capping these retries (SPEC 13.2), shared by every
+    /// request to the destination: a ServiceProfile's `retryBudget`. `None`
+    /// leaves only the attempt count, unless the retry layer has a default
+    /// budget or the destination's ServiceProfile has one.
+    pub budget: Option<BudgetSpec>,
+    /// Linkerd's response classification (ServiceProfile `isRetryable`
+    /// routes, SPEC 13.1): when set, a response is retried exactly when it
+    /// classifies as a failure, `retry_on` is ignored, transport errors are
+    /// not retried and there is no backoff.
+    pub classes: Option<Arc<ResponseClasses>>,
 }
 
 impl RetrySpec {
+    /// No retries: one try, nothing retried (`attempts: 0`).
+    pub fn disabled() -> RetrySpec {
+        RetrySpec {
+            attempts: 0,
+            per_try_timeout: None,
+            retry_on: RetrySpec::DEFAULT_RETRY_ON.to_vec(),
+            backoff: None,
+            retry_ignore_previous_hosts: true,
+            retry_remote_localities: None,
+            budget: None,
+            classes: None,
+        }
+    }
+
+    /// Istio's policy for a route without `retries` (SPEC 4.6, 14): 2
+    /// retries on the default conditions, 25 ms backoff, untried hosts
+    /// preferred.
+    pub fn istio_default() -> RetrySpec {
+        RetrySpec {
+            attempts: 2,
+            ..RetrySpec::disabled()
+        }
+    }
+
     /// The default conditions: `connect-failure,refused-stream,unavailable,
     /// cancelled,retriable-status-codes` (SPEC 4.6, 14).
     pub const DEFAULT_RETRY_ON: &'static [RetryOn] = &[
@@ -192,6 +227,64 @@ impl RetrySpec {
     pub fn has(&self, condition: RetryOn) -> bool {
         self.retry_on.contains(&condition)
             || (condition == RetryOn::RetriableStatusCodes && self.status_codes().next().is_some())
+    }
+}
+
+/// A retry budget as configured (ServiceProfile `retryBudget`, SPEC 13.2):
+/// over any `ttl` window, retries may be `retry_ratio` times the requests
+/// that ended without needing one, plus `min_retries_per_second` x `ttl`.
+#[derive(Clone, Copy, Debug)]
+pub struct BudgetSpec {
+    /// Retries allowed per original request (0..=1000).
+    pub retry_ratio: f64,
+    /// Retries always allowed per second (below 2^31 - 1).
+    pub min_retries_per_second: u32,
+    /// The window (1 s..=60 s).
+    pub ttl: Duration,
+}
+
+impl BudgetSpec {
+    /// Linkerd's default budget: ratio 0.2, 10 retries/s, ttl 10 s (SPEC 14).
+    pub const LINKERD_DEFAULT: BudgetSpec = BudgetSpec {
+        retry_ratio: 0.2,
+        min_retries_per_second: 10,
+        ttl: Duration::from_secs(10),
+    };
+
+    /// Whether the proxy accepts the budget (SPEC 13.1); an invalid budget
+    /// disables retries where it applies.
+    pub fn is_valid(&self) -> bool {
+        (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.ttl)
+            && (0.0..=1000.0).contains(&self.retry_ratio)
+            && self.min_retries_per_second < 0x7fff_ffff
+    }
+}
+
+impl PartialEq for BudgetSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.retry_ratio.to_bits() == other.retry_ratio.to_bits()
+            && self.min_retries_per_second == other.min_retries_per_second
+            && self.ttl == other.ttl
+    }
+}
+
+impl Eq for BudgetSpec {}
+
+impl std::hash::Hash for BudgetSpec {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.retry_ratio.to_bits().hash(state);
+        self.min_retries_per_second.hash(state);
+        self.ttl.hash(state);
+    }
+}
+
+impl From<&mesh_core::schema::linkerd_profile::RetryBudget> for BudgetSpec {
+    fn from(b: &mesh_core::schema::linkerd_profile::RetryBudget) -> Self {
+        BudgetSpec {
+            retry_ratio: b.retry_ratio,
+            min_retries_per_second: b.min_retries_per_second,
+            ttl: b.ttl.get(),
+        }
     }
 }
 

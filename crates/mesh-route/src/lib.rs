@@ -13,8 +13,13 @@
 
 pub mod balance;
 pub mod decision;
+pub mod explain;
+pub mod gateway;
 pub mod layer;
 pub mod matcher;
 pub mod mirror;
+pub mod profile;
 pub mod random;
 pub mod routing;
+pub mod tcp_route;
+pub mod xroute;

@@ -317,14 +317,7 @@ where
 fn mirror_policy(route: &RoutePolicy) -> RoutePolicy {
     RoutePolicy {
         timeout: route.timeout,
-        retries: Some(RetrySpec {
-            attempts: 0,
-            per_try_timeout: None,
-            retry_on: RetrySpec::DEFAULT_RETRY_ON.to_vec(),
-            backoff: None,
-            retry_ignore_previous_hosts: true,
-            retry_remote_localities: None,
-        }),
+        retries: Some(RetrySpec::disabled()),
         fault: None,
         mirrors: Vec::new(),
         rewrite: route.rewrite.clone(),

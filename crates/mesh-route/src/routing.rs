@@ -7,24 +7,48 @@
 //! Balancers carry runtime state (round-robin cursors, in-flight counts), so
 //! they live in a [`Balancers`] registry that outlives tables: a destination
 //! whose endpoints and policy did not change keeps its balancer.
+//!
+//! The table also answers what happens to a host the registry does not
+//! know ([`RoutingTable::egress`]): meshConfig `outboundTrafficPolicy.mode`
+//! (SPEC 6.2) read once per snapshot, shared by the HTTP route stage, the
+//! TCP/`CONNECT` path and `mesh explain` so the three cannot disagree. An
+//! HTTP request to such a host gets the default route with Istio's cluster
+//! name as its destination, [`PASSTHROUGH_CLUSTER`] (`ALLOW_ANY`: the
+//! balance stage dials the caller's own `host:port`) or
+//! [`BLACKHOLE_CLUSTER`] (`REGISTRY_ONLY`: 502), so every unknown host
+//! shares one pool, outlier and budget entry, as Envoy's PassthroughCluster
+//! does, instead of leaving per-host state behind.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use mesh_core::host::for_each_candidate;
+use mesh_core::host::{for_each_candidate, strip_port};
 use mesh_core::http::MeshError;
 use mesh_core::resource::Resource;
-use mesh_core::schema::istio_networking::{LoadBalancerSettings, ServicePort};
-use mesh_core::snapshot::{Endpoint, Snapshot};
+use mesh_core::schema::istio_networking::{
+    LoadBalancerSettings, ServiceEntryResolution, ServicePort,
+};
+use mesh_core::schema::istio_operator::OutboundMode;
+use mesh_core::snapshot::{Endpoint, Index, Snapshot};
 
 use crate::balance::{Balancer, LbPolicy};
 use crate::decision::{DestinationKey, RouteDecision};
 use crate::matcher::{CompileError, CompiledVirtualService, RequestView};
+use crate::profile::CompiledProfile;
 use crate::random::{RandomSource, SharedRandom};
 
 /// The gateway name sidecars route as.
 pub const MESH: &str = "mesh";
+
+/// The destination of the default route of a host outside the registry
+/// under `ALLOW_ANY`: the request goes to the `host:port` the caller named
+/// (Istio's cluster name; never a qualified host, which is lower case).
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+
+/// The destination of the default route of a host outside the registry
+/// under `REGISTRY_ONLY`: the request is answered 502 (SPEC 2).
+pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
 
 /// Compiled sidecar routes of one snapshot.
 #[derive(Debug)]
@@ -36,6 +60,51 @@ pub struct RoutingTable {
     /// VirtualServices that validated but did not compile (their hosts fall
     /// back to default routing); reported by `/config_dump`.
     pub errors: Vec<CompileError>,
+    /// Ingress gateway routes (Istio Gateway servers and the VirtualServices
+    /// bound to them); gateway listeners decide with these.
+    pub gateways: crate::gateway::GatewayRoutes,
+    /// Linkerd ServiceProfiles by the service FQDN they are named after.
+    profiles: HashMap<String, Arc<CompiledProfile>>,
+    /// Gateway API and Linkerd HTTPRoutes: Service parents (decided before
+    /// VirtualServices, see `xroute`) and Gateway parents (`for_gateway`).
+    pub xroutes: crate::xroute::XRouteTable,
+    /// meshConfig `outboundTrafficPolicy.mode` of the snapshot.
+    outbound_mode: OutboundMode,
+    /// `*.` ServiceEntry hosts by the suffix after the `*` (`.example.com`),
+    /// with their resolution: the hosts they cover are registered too.
+    wildcard_services: HashMap<String, ServiceEntryResolution>,
+    /// The default routes to [`PASSTHROUGH_CLUSTER`] and
+    /// [`BLACKHOLE_CLUSTER`], built once: a request cloning one allocates
+    /// nothing.
+    passthrough: RouteDecision,
+    blackhole: RouteDecision,
+}
+
+/// What the registry says about a host a request or connection is sent to
+/// when no route names a destination for it (SPEC 6.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Egress {
+    /// A ServiceEntry / WorkloadEntry host: balanced over its endpoints.
+    Registered,
+    /// To the original destination, the host and port the caller named:
+    /// the host is unknown and `outboundTrafficPolicy.mode` is `ALLOW_ANY`
+    /// (Istio's PassthroughCluster), or a `*.` ServiceEntry with resolution
+    /// NONE or DYNAMIC_DNS covers it.
+    Passthrough,
+    /// Unknown under `REGISTRY_ONLY`: refused (HTTP 502; TCP and TLS
+    /// connections closed, a `CONNECT` answered 502).
+    Blocked,
+}
+
+/// meshConfig `outboundTrafficPolicy.mode` of the IstioOperator in `index`;
+/// `ALLOW_ANY`, Istio's default, without one.
+pub fn outbound_traffic_mode(index: &Index) -> OutboundMode {
+    index
+        .istio_operator()
+        .and_then(|op| op.mesh_config.as_ref())
+        .and_then(|m| m.outbound_traffic_policy.as_ref())
+        .and_then(|p| p.mode)
+        .unwrap_or_default()
 }
 
 impl RoutingTable {
@@ -67,12 +136,92 @@ impl RoutingTable {
                 None => exact.insert(host.clone(), vs),
             };
         }
+        let mut profiles = HashMap::new();
+        for (host, resource) in &snapshot.index.service_profiles {
+            match CompiledProfile::compile(resource) {
+                Ok(p) => {
+                    profiles.insert(host.clone(), Arc::new(p));
+                }
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    errors.push(e);
+                }
+            }
+        }
+        let wildcard_services = snapshot
+            .index
+            .services
+            .iter()
+            .filter_map(|(host, s)| Some((host.strip_prefix('*')?.to_owned(), s.resolution)))
+            .collect();
         RoutingTable {
+            gateways: crate::gateway::GatewayRoutes::compile(&snapshot),
+            xroutes: crate::xroute::XRouteTable::compile(&snapshot),
+            outbound_mode: outbound_traffic_mode(&snapshot.index),
             snapshot,
             exact,
             wildcard,
             errors,
+            profiles,
+            wildcard_services,
+            passthrough: RouteDecision::default_route(PASSTHROUGH_CLUSTER),
+            blackhole: RouteDecision::default_route(BLACKHOLE_CLUSTER),
         }
+    }
+
+    /// meshConfig `outboundTrafficPolicy.mode` in force.
+    pub fn outbound_mode(&self) -> OutboundMode {
+        self.outbound_mode
+    }
+
+    /// Where traffic to `host` (the qualified host a default route forwards
+    /// to) goes when no route names a destination for it; `authority` is
+    /// what the caller named (`host[:port]`), which wildcard ServiceEntries
+    /// are matched against. One hash lookup for a registered host; no
+    /// allocation unless the name has upper-case letters and a wildcard
+    /// ServiceEntry exists.
+    ///
+    /// A `*.` ServiceEntry with another resolution (DNS or STATIC with
+    /// endpoints) counts as [`Egress::Registered`]; its endpoints are not
+    /// used for the hosts it covers yet, so those still answer 503 UH.
+    pub fn egress(&self, host: &str, authority: &str) -> Egress {
+        if self.snapshot.index.services.contains_key(host) {
+            return Egress::Registered;
+        }
+        if !self.wildcard_services.is_empty() {
+            let name = strip_port(authority).trim_end_matches('.');
+            let lower;
+            let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                lower = name.to_ascii_lowercase();
+                lower.as_str()
+            } else {
+                name
+            };
+            let covering = name
+                .match_indices('.')
+                .find_map(|(i, _)| self.wildcard_services.get(&name[i..]));
+            match covering {
+                Some(ServiceEntryResolution::None | ServiceEntryResolution::DynamicDns) => {
+                    return Egress::Passthrough;
+                }
+                Some(_) => return Egress::Registered,
+                None => {}
+            }
+        }
+        match self.outbound_mode {
+            OutboundMode::AllowAny => Egress::Passthrough,
+            OutboundMode::RegistryOnly => Egress::Blocked,
+        }
+    }
+
+    /// The ServiceProfile of a service, by its qualified host. Besides
+    /// routing hosts without a VirtualService, its retry budget caps the
+    /// retries of VirtualService routes to that host.
+    pub fn profile(&self, host: &str) -> Option<&Arc<CompiledProfile>> {
+        if self.profiles.is_empty() {
+            return None;
+        }
+        self.profiles.get(host)
     }
 
     /// The VirtualService governing `authority` for a caller in
@@ -99,19 +248,39 @@ impl RoutingTable {
 
     /// The route decision for a request (SPEC 1.1 steps 1 and 2): the
     /// governing VirtualService's first matching rule, 404 NR when it has
-    /// rules and none match, or the host's default route when no
-    /// VirtualService applies.
+    /// rules and none match; when no VirtualService applies, the first
+    /// matching route of the host's ServiceProfile (its default route when
+    /// none matches), else the host's default route: to the host when the
+    /// registry knows it, else to [`PASSTHROUGH_CLUSTER`] or
+    /// [`BLACKHOLE_CLUSTER`] as [`RoutingTable::egress`] says.
     pub fn decide(&self, req: &RequestView<'_>, random: &dyn RandomSource) -> RouteDecision {
+        // An HTTPRoute attached to the addressed Service governs it (xroute).
+        if let Some(decision) = self.xroutes.decide_mesh(req, random) {
+            return decision;
+        }
         if let Some(vs) = self.virtual_service(req.authority, req.source_namespace)
             && vs.applies_to(req.gateway)
         {
             return vs.route(req, random);
         }
+        // SPEC 1.1 step 1: no VirtualService governs the host; its
+        // ServiceProfile, if any, is the route table (SPEC 13.1).
+        if !self.profiles.is_empty()
+            && let Some(profile) = for_each_candidate(req.authority, req.source_namespace, |c| {
+                self.profiles.get(c)
+            })
+        {
+            return profile.route(req);
+        }
         let host = self
             .snapshot
             .index
             .resolve_host(req.authority, req.source_namespace);
-        RouteDecision::default_route(&host)
+        match self.egress(&host, req.authority) {
+            Egress::Registered => RouteDecision::default_route(&host),
+            Egress::Passthrough => self.passthrough.clone(),
+            Egress::Blocked => self.blackhole.clone(),
+        }
     }
 }
 
@@ -240,7 +409,7 @@ fn resolve_endpoints(
 
 /// The load-balancing policy of a destination: the subset's setting, else
 /// the DestinationRule's top-level one, else LEAST_REQUEST (SPEC 5.1, 5.2).
-fn lb_policy(snapshot: &Snapshot, dest: &DestinationKey) -> LbPolicy {
+pub(crate) fn lb_policy(snapshot: &Snapshot, dest: &DestinationKey) -> LbPolicy {
     let Some(policy) = snapshot.index.destinations.get(&*dest.host) else {
         return LbPolicy::default();
     };
@@ -262,7 +431,7 @@ fn lb_policy(snapshot: &Snapshot, dest: &DestinationKey) -> LbPolicy {
 
 /// The service port a request addresses: the one with that number, or the
 /// only port when the number is unknown or absent.
-fn pick_port(ports: &[ServicePort], number: Option<u16>) -> Option<ServicePort> {
+pub(crate) fn pick_port(ports: &[ServicePort], number: Option<u16>) -> Option<ServicePort> {
     match number {
         Some(n) => ports
             .iter()
@@ -270,5 +439,110 @@ fn pick_port(ports: &[ServicePort], number: Option<u16>) -> Option<ServicePort> 
             .or_else(|| (ports.len() == 1).then(|| &ports[0]))
             .cloned(),
         None => ports.first().cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::load::{LoadOptions, load_str};
+
+    fn table(yaml: &str) -> RoutingTable {
+        let loaded = load_str("egress.yaml", yaml, &LoadOptions::default());
+        assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
+        RoutingTable::compile(Arc::new(Snapshot::compile(1, loaded)))
+    }
+
+    const ENTRIES: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+        metadata: { name: known, namespace: default }\nspec:\n  hosts: [known]\n\
+        \x20 resolution: STATIC\n  ports: [{ number: 80, name: http, protocol: HTTP }]\n\
+        \x20 endpoints: [{ address: 10.0.0.1 }]\n---\n\
+        apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+        metadata: { name: wild, namespace: default }\nspec:\n  hosts: [\"*.wikipedia.org\"]\n\
+        \x20 resolution: NONE\n  ports: [{ number: 80, name: http, protocol: HTTP }]\n";
+
+    const REGISTRY_ONLY: &str = "---\napiVersion: install.istio.io/v1alpha1\n\
+        kind: IstioOperator\nmetadata: { name: mesh }\nspec:\n  meshConfig:\n\
+        \x20   outboundTrafficPolicy: { mode: REGISTRY_ONLY }\n";
+
+    #[test]
+    fn unknown_hosts_follow_the_outbound_traffic_policy() {
+        let open = table(ENTRIES);
+        assert_eq!(open.outbound_mode(), OutboundMode::AllowAny);
+        let closed = table(&format!("{ENTRIES}{REGISTRY_ONLY}"));
+        assert_eq!(closed.outbound_mode(), OutboundMode::RegistryOnly);
+        for t in [&open, &closed] {
+            assert_eq!(
+                t.egress("known.default.svc.cluster.local", "known:80"),
+                Egress::Registered
+            );
+            // A wildcard ServiceEntry with resolution NONE registers the
+            // hosts it covers, to their original destination.
+            for authority in [
+                "en.wikipedia.org",
+                "EN.Wikipedia.org:80",
+                "a.b.wikipedia.org.",
+            ] {
+                assert_eq!(
+                    t.egress(&authority.to_ascii_lowercase(), authority),
+                    Egress::Passthrough,
+                    "{authority}"
+                );
+            }
+        }
+        for (host, authority) in [
+            ("httpbin.org", "httpbin.org"),
+            ("wikipedia.org", "wikipedia.org:80"),
+            ("reviews.default.svc.cluster.local", "reviews"),
+        ] {
+            assert_eq!(open.egress(host, authority), Egress::Passthrough);
+            assert_eq!(closed.egress(host, authority), Egress::Blocked);
+        }
+    }
+
+    #[test]
+    fn the_default_route_of_an_unknown_host_names_istios_clusters() {
+        let (method, uri) = (http::Method::GET, http::Uri::from_static("/"));
+        let (headers, labels) = (http::HeaderMap::new(), Default::default());
+        let decide = |t: &RoutingTable, authority: &str| {
+            let view = RequestView {
+                method: &method,
+                uri: &uri,
+                headers: &headers,
+                authority,
+                scheme: "http",
+                port: None,
+                gateway: MESH,
+                source_namespace: "default",
+                source_labels: &labels,
+            };
+            let d = t.decide(&view, &crate::random::SplitMix::seeded(1));
+            assert_eq!(&*d.route.resource, "default", "{authority}");
+            d.forward().map(|f| f.destination.host.to_string())
+        };
+        let open = table(ENTRIES);
+        let closed = table(&format!("{ENTRIES}{REGISTRY_ONLY}"));
+        for t in [&open, &closed] {
+            assert_eq!(
+                decide(t, "known").as_deref(),
+                Some("known.default.svc.cluster.local")
+            );
+            assert_eq!(
+                decide(t, "en.wikipedia.org").as_deref(),
+                Some(PASSTHROUGH_CLUSTER)
+            );
+        }
+        assert_eq!(
+            decide(&open, "httpbin.org:8080").as_deref(),
+            Some(PASSTHROUGH_CLUSTER)
+        );
+        assert_eq!(
+            decide(&closed, "httpbin.org").as_deref(),
+            Some(BLACKHOLE_CLUSTER)
+        );
+        assert_eq!(
+            decide(&closed, "reviews").as_deref(),
+            Some(BLACKHOLE_CLUSTER)
+        );
     }
 }

@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+mod explain;
+mod gateway;
 mod sidecar;
 mod validate;
 
@@ -25,6 +27,13 @@ enum Command {
     Validate(validate::Args),
     /// Run as a sidecar: outbound, inbound and admin listeners; drains on SIGTERM.
     Sidecar(sidecar::Args),
+    /// Run as an ingress gateway: a listener per Gateway server port (HTTP, HTTPS
+    /// with certificates from --credentials-dir), and admin; drains on SIGTERM.
+    Gateway(gateway::Args),
+    /// Explain a request: the resource and rule that decide it (file:line), the rules it
+    /// shadows, its destinations and endpoints, and the timeout, retry, fault and mirror
+    /// policy in force.
+    Explain(explain::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,5 +48,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Sidecar(args) => sidecar::run(&args),
+        Command::Gateway(args) => gateway::run(&args),
+        Command::Explain(args) => explain::run(&args),
     }
 }

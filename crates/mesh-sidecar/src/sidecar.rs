@@ -36,6 +36,11 @@ pub struct Args {
     /// Admin listener (/ready, /live, /config_dump).
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin: SocketAddr,
+    /// `HOST:PORT=ADDR`: listen on ADDR and send every connection there as
+    /// outbound TCP to HOST:PORT, for clients that cannot use a proxy
+    /// (repeatable).
+    #[arg(long = "outbound-tcp", value_name = "HOST:PORT=ADDR", value_parser = parse_outbound_tcp)]
+    outbound_tcp: Vec<(String, u16, SocketAddr)>,
     /// Worker threads (default: the machine's cores).
     #[arg(long)]
     concurrency: Option<usize>,
@@ -53,12 +58,7 @@ pub fn run(args: &Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(n) = args.concurrency {
-        builder.worker_threads(n.max(1));
-    }
-    let runtime = match builder.build() {
+    let runtime = match runtime(args.concurrency) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mesh sidecar: cannot start the runtime: {e}");
@@ -75,6 +75,7 @@ pub fn run(args: &Args) -> ExitCode {
     config.inbound = args.inbound;
     config.admin = args.admin;
     config.app = args.app;
+    config.outbound_tcp.clone_from(&args.outbound_tcp);
     config.drain_timeout = Duration::from_secs(args.drain_timeout);
     runtime.block_on(async move {
         // Install the signal handlers before anything is printed: a SIGTERM
@@ -97,6 +98,9 @@ pub fn run(args: &Args) -> ExitCode {
         if let Some(inbound) = sidecar.inbound {
             println!("inbound listening on {inbound}");
         }
+        for ((host, port, _), addr) in args.outbound_tcp.iter().zip(&sidecar.outbound_tcp) {
+            println!("outbound-tcp {host}:{port} listening on {addr}");
+        }
         println!("admin listening on {}", sidecar.admin);
         signals.wait().await;
         eprintln!("mesh sidecar: draining");
@@ -109,8 +113,21 @@ pub fn run(args: &Args) -> ExitCode {
     })
 }
 
+/// The multi-threaded runtime of a long-running command, with `concurrency`
+/// worker threads (default: the machine's cores). Shared by `mesh sidecar`
+/// and `mesh gateway`.
+pub(crate) fn runtime(concurrency: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = concurrency {
+        builder.worker_threads(n.max(1));
+    }
+    builder.build()
+}
+
 /// SIGTERM and Ctrl-C, listening from the moment they are installed.
-struct Signals {
+/// Shared by `mesh sidecar` and `mesh gateway`.
+pub(crate) struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -118,7 +135,7 @@ struct Signals {
 }
 
 impl Signals {
-    fn install() -> std::io::Result<Signals> {
+    pub(crate) fn install() -> std::io::Result<Signals> {
         Ok(Signals {
             #[cfg(unix)]
             term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
@@ -127,7 +144,7 @@ impl Signals {
         })
     }
 
-    async fn wait(mut self) {
+    pub(crate) async fn wait(mut self) {
         #[cfg(unix)]
         {
             tokio::select! {
@@ -139,5 +156,54 @@ impl Signals {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// Parses `--outbound-tcp HOST:PORT=ADDR` (`[v6]:PORT` hosts too).
+fn parse_outbound_tcp(text: &str) -> Result<(String, u16, SocketAddr), String> {
+    let (target, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not HOST:PORT=ADDR"))?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("listen address {addr:?}: {e}"))?;
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{target:?} is not HOST:PORT"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err(format!("{target:?} has no host"));
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|e| format!("port {port:?} of {target:?}: {e}"))?;
+    Ok((host.to_owned(), port, addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_outbound_tcp;
+
+    #[test]
+    fn outbound_tcp_flags_parse() {
+        assert_eq!(
+            parse_outbound_tcp("postgres.rds.amazonaws.com:5432=127.0.0.1:15432").unwrap(),
+            (
+                "postgres.rds.amazonaws.com".to_owned(),
+                5432,
+                "127.0.0.1:15432".parse().unwrap()
+            )
+        );
+        assert_eq!(
+            parse_outbound_tcp("[::1]:5432=127.0.0.1:1").unwrap().0,
+            "::1"
+        );
+        assert!(parse_outbound_tcp("db:5432").is_err());
+        assert!(parse_outbound_tcp("db=127.0.0.1:1").is_err());
+        assert!(parse_outbound_tcp(":5432=127.0.0.1:1").is_err());
+        assert!(parse_outbound_tcp("db:99999=127.0.0.1:1").is_err());
     }
 }

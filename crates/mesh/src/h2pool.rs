@@ -1,23 +1,42 @@
-//! HTTP/2 connections to endpoints, one multiplexed connection per endpoint.
+//! HTTP/2 connections to endpoints, pooled per destination: one multiplexed
+//! connection per endpoint at a time.
 //!
 //! The generic pool dials whatever authority a request's URI names, which
 //! over HTTP/2 would also become the request's `:authority`. The mesh must
 //! dial the endpoint the balancer chose yet keep the caller's authority
-//! (`echo:50051`), as Envoy and Linkerd do, so HTTP/2 gets this small pool
-//! keyed by endpoint address. Readers take a connection with one atomic
-//! load; a miss (first request, or a closed connection) dials and publishes
-//! a new one.
+//! (`echo:50051`), as Envoy and Linkerd do, so HTTP/2 gets this small pool.
+//! It lives in the destination's
+//! [`DestinationPool`] (its connector
+//! state), so the DestinationRule's connection settings apply per
+//! destination: `connectTimeout` bounds the dial, `maxRequestsPerConnection`
+//! retires a connection after so many streams (the next request dials a
+//! fresh one while the old one finishes its streams), and `idleTimeout`
+//! closes a connection that has carried no stream for that long. Every
+//! socket is counted in the destination's connection count; the first
+//! connection to an endpoint is opened even at `maxConnections` (as Envoy
+//! does for a pool without any connection), since `http2MaxRequests`, not
+//! the connection count, is what caps HTTP/2 load.
+//!
+//! Readers take a connection with one atomic load; a miss (first request, a
+//! closed or retired connection) dials under a per-endpoint lock, so
+//! concurrent first requests share one new connection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use mesh_core::http::Body;
+use mesh_resilience::pool::{DestinationPool, PoolLimits};
+use tokio::time::Instant;
+
+use crate::h1pool::dial;
 
 /// Why an HTTP/2 request failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,79 +49,192 @@ pub enum H2Error {
     Stream(#[from] hyper::Error),
 }
 
-/// One HTTP/2 connection per endpoint address.
-#[derive(Clone)]
+/// Streams and idleness of one connection, shared with its driver task.
+struct H2State {
+    started: AtomicU32,
+    active: AtomicU32,
+    born: Instant,
+    /// When the last stream ended, in milliseconds after `born`.
+    idle_since_ms: AtomicU64,
+    retired: AtomicBool,
+}
+
+impl H2State {
+    fn expires_at(&self, idle_timeout: Duration) -> Option<Instant> {
+        (self.active.load(SeqCst) == 0).then(|| {
+            self.born + Duration::from_millis(self.idle_since_ms.load(SeqCst)) + idle_timeout
+        })
+    }
+}
+
+struct H2Conn {
+    sender: SendRequest<Body>,
+    state: Arc<H2State>,
+}
+
+/// Connections to one endpoint: the current one, and the lock a dial holds.
+#[derive(Default)]
+struct H2Endpoint {
+    current: ArcSwapOption<H2Conn>,
+    dialing: tokio::sync::Mutex<()>,
+}
+
+impl H2Endpoint {
+    fn usable(&self) -> Option<Arc<H2Conn>> {
+        self.current
+            .load_full()
+            .filter(|c| !c.sender.is_closed() && !c.state.retired.load(SeqCst))
+    }
+
+    /// Takes `conn` out of service (it finishes its streams, then closes).
+    fn retire(&self, conn: &Arc<H2Conn>) {
+        conn.state.retired.store(true, SeqCst);
+        self.current.rcu(|current| match current {
+            Some(c) if Arc::ptr_eq(c, conn) => None,
+            other => other.clone(),
+        });
+    }
+}
+
+/// One stream's hold on its connection: the connection is not idle while a
+/// response body is still being read.
+pub struct StreamGuard(Arc<H2State>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let state = &self.0;
+        let ms = u64::try_from(state.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        state.idle_since_ms.store(ms, SeqCst);
+        let _ = state
+            .active
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+    }
+}
+
+/// One destination's HTTP/2 connections, by endpoint address. Kept as the
+/// destination pool's connector state.
+#[derive(Default)]
 pub struct H2Pool {
-    connections: Arc<ArcSwap<HashMap<Arc<str>, SendRequest<Body>>>>,
-    connect_timeout: Duration,
+    endpoints: ArcSwap<HashMap<Arc<str>, Arc<H2Endpoint>>>,
 }
 
 impl H2Pool {
-    /// An empty pool.
-    pub fn new(connect_timeout: Duration) -> Self {
-        H2Pool {
-            connections: Arc::new(ArcSwap::from_pointee(HashMap::new())),
-            connect_timeout,
+    fn endpoint(&self, endpoint: &Arc<str>) -> Arc<H2Endpoint> {
+        if let Some(e) = self.endpoints.load().get(endpoint) {
+            return Arc::clone(e);
         }
+        let fresh = Arc::new(H2Endpoint::default());
+        let mut chosen = Arc::clone(&fresh);
+        self.endpoints.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            chosen = Arc::clone(
+                next.entry(Arc::clone(endpoint))
+                    .or_insert_with(|| Arc::clone(&fresh)),
+            );
+            next
+        });
+        chosen
     }
 
-    /// Sends `req` (whose URI keeps the caller's authority) to `endpoint`.
+    /// Sends `req` (whose URI keeps the caller's authority) to `endpoint`
+    /// over `pool`'s destination's connection to it. The guard keeps the
+    /// stream counted until the response body is done.
     pub async fn send(
         &self,
+        pool: &Arc<DestinationPool>,
         endpoint: &Arc<str>,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, H2Error> {
-        let cached = self
-            .connections
-            .load()
-            .get(endpoint)
-            .filter(|s| !s.is_closed())
-            .cloned();
-        let mut sender = match cached {
-            Some(s) => s,
-            None => self.connect(endpoint).await?,
+    ) -> Result<(Response<Incoming>, StreamGuard), H2Error> {
+        let entry = self.endpoint(endpoint);
+        let limits = pool.limits();
+        let max = limits.max_requests_per_connection;
+        let conn = loop {
+            let conn = match entry.usable() {
+                Some(c) => c,
+                None => connect(&entry, pool, endpoint, &limits).await?,
+            };
+            let n = conn.state.started.fetch_add(1, SeqCst) + 1;
+            if max > 0 && n >= max {
+                // Its last stream (or past it, under a race): the next
+                // request dials a fresh connection.
+                entry.retire(&conn);
+                if n > max {
+                    continue;
+                }
+            }
+            break conn;
         };
+        conn.state.active.fetch_add(1, SeqCst);
+        let guard = StreamGuard(Arc::clone(&conn.state));
+        let mut sender = conn.sender.clone();
+        drop(conn);
         sender.ready().await?;
-        Ok(sender.send_request(req).await?)
+        let resp = sender.send_request(req).await?;
+        Ok((resp, guard))
     }
+}
 
-    async fn connect(&self, endpoint: &Arc<str>) -> Result<SendRequest<Body>, H2Error> {
-        let fail = |e: String| H2Error::Connect(endpoint.to_string(), e);
-        let stream = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect(&**endpoint),
-        )
+async fn connect(
+    entry: &H2Endpoint,
+    pool: &Arc<DestinationPool>,
+    endpoint: &Arc<str>,
+    limits: &PoolLimits,
+) -> Result<Arc<H2Conn>, H2Error> {
+    let fail = |e: String| H2Error::Connect(endpoint.to_string(), e);
+    let _dialing = entry.dialing.lock().await;
+    // Someone else may have dialled while this request waited for the lock.
+    if let Some(conn) = entry.usable() {
+        return Ok(conn);
+    }
+    let permit = pool
+        .try_open_connection()
+        .unwrap_or_else(|| pool.open_connection());
+    let io = dial(endpoint, limits.connect_timeout, permit)
         .await
-        .map_err(|_| fail("connect timeout".to_owned()))?
+        .map_err(fail)?;
+    let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
         .map_err(|e| fail(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-        let key = Arc::clone(endpoint);
-        let pool = Arc::clone(&self.connections);
-        tokio::spawn(async move {
+    let state = Arc::new(H2State {
+        started: AtomicU32::new(0),
+        active: AtomicU32::new(0),
+        born: Instant::now(),
+        idle_since_ms: AtomicU64::new(0),
+        retired: AtomicBool::new(false),
+    });
+    let watched = Arc::clone(&state);
+    let idle_timeout = limits.idle_timeout;
+    let key = Arc::clone(endpoint);
+    tokio::spawn(async move {
+        tokio::pin!(connection);
+        let Some(idle_timeout) = idle_timeout else {
             if let Err(e) = connection.await {
                 tracing::debug!(endpoint = %key, "http/2 connection ended: {e}");
             }
-            // Forget the connection once it is gone, unless a newer one
-            // already took its place.
-            pool.rcu(|current| {
-                let mut next = HashMap::clone(current);
-                if next.get(&key).is_some_and(SendRequest::is_closed) {
-                    next.remove(&key);
+            return;
+        };
+        loop {
+            let wake = watched
+                .expires_at(idle_timeout)
+                .unwrap_or_else(|| Instant::now() + idle_timeout);
+            tokio::select! {
+                ended = &mut connection => {
+                    if let Err(e) = ended {
+                        tracing::debug!(endpoint = %key, "http/2 connection ended: {e}");
+                    }
+                    return;
                 }
-                next
-            });
-        });
-        let published = sender.clone();
-        let key = Arc::clone(endpoint);
-        self.connections.rcu(move |current| {
-            let mut next = HashMap::clone(current);
-            next.insert(Arc::clone(&key), published.clone());
-            next
-        });
-        Ok(sender)
-    }
+                () = tokio::time::sleep_until(wake) => {
+                    if watched.expires_at(idle_timeout).is_some_and(|at| at <= Instant::now()) {
+                        // No stream for idleTimeout: dropping the connection
+                        // closes the socket and frees its place.
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let conn = Arc::new(H2Conn { sender, state });
+    entry.current.store(Some(Arc::clone(&conn)));
+    Ok(conn)
 }

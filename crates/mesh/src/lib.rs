@@ -2,10 +2,11 @@
 //!
 //! Assembles the layer crates into the outbound and inbound stacks
 //! ([`stack`]), and those into the ways the mesh is deployed: the sidecar
-//! runtime ([`sidecar`]: listeners, reload, drain) and, next, the in-process
-//! "proxyless" client and the mock mesh. It holds no feature logic of its
-//! own: routing lives in `mesh-route`, resilience in `mesh-resilience`,
-//! identity in `mesh-tls`, telemetry in `mesh-telemetry`.
+//! runtime ([`sidecar`]: listeners, reload, drain), the ingress gateway
+//! runtime ([`gateway`]: Gateway server ports, TLS termination) and, next,
+//! the in-process "proxyless" client and the mock mesh. It holds no feature
+//! logic of its own: routing lives in `mesh-route`, resilience in
+//! `mesh-resilience`, identity in `mesh-tls`, telemetry in `mesh-telemetry`.
 
 #![forbid(unsafe_code)]
 
@@ -15,8 +16,13 @@ pub use client::Client;
 
 pub mod admin;
 pub mod client;
+pub mod dns;
+pub mod gateway;
+pub mod h1pool;
 pub mod h2pool;
+pub mod loop_guard;
 pub mod server;
 pub mod sidecar;
 pub mod stack;
+pub mod tcp;
 pub mod upstream;

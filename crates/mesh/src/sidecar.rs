@@ -24,10 +24,15 @@ use mesh_route::random::{SharedRandom, default_random};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tower::Layer;
+use tower::util::BoxCloneSyncService;
 
 use crate::admin::{self, AdminState};
+use crate::dns::{DnsCache, DnsSettings};
 use crate::server::{DrainOutcome, serve};
 use crate::stack::{self, RoutingState};
+use crate::tcp::connect::ConnectLayer;
+use crate::tcp::{self as l4, L4Target, TcpProxy, TcpSettings};
 use crate::upstream::UpstreamSettings;
 
 /// Everything the sidecar needs to start.
@@ -54,6 +59,14 @@ pub struct SidecarConfig {
     pub random: SharedRandom,
     /// Upstream connection settings.
     pub upstream: UpstreamSettings,
+    /// `--outbound-tcp HOST:PORT=ADDR` listeners: (host, port, listen
+    /// address); every connection accepted on the address is outbound TCP
+    /// to `HOST:PORT` (`crate::tcp`).
+    pub outbound_tcp: Vec<(String, u16, SocketAddr)>,
+    /// DNS resolution of ServiceEntry endpoints (`crate::dns`).
+    pub dns: DnsSettings,
+    /// The outbound TCP path (`--outbound-tcp`, `CONNECT`).
+    pub tcp: TcpSettings,
 }
 
 impl SidecarConfig {
@@ -70,6 +83,9 @@ impl SidecarConfig {
             watch: true,
             random: default_random(),
             upstream: UpstreamSettings::default(),
+            outbound_tcp: Vec::new(),
+            dns: DnsSettings::default(),
+            tcp: TcpSettings::default(),
         }
     }
 }
@@ -103,6 +119,9 @@ pub struct Sidecar {
     pub inbound: Option<SocketAddr>,
     /// Bound admin address.
     pub admin: SocketAddr,
+    /// Bound `--outbound-tcp` addresses, in the order of
+    /// [`SidecarConfig::outbound_tcp`].
+    pub outbound_tcp: Vec<SocketAddr>,
     /// The configuration handle (generation, reloads).
     pub snapshots: SnapshotHandle,
     shutdown: watch::Sender<bool>,
@@ -134,7 +153,9 @@ impl Sidecar {
         let snapshots = tokio::task::spawn_blocking(move || reload::initial(source))
             .await
             .map_err(|e| StartError::Watch(e.to_string()))??;
-        let routing = Arc::new(RoutingState::new(&snapshots, Arc::clone(&config.random)));
+        let mut routing = RoutingState::new(&snapshots, Arc::clone(&config.random));
+        routing.dns = Arc::new(DnsCache::new(config.dns.clone()));
+        let routing = Arc::new(routing);
         let follower = routing.follow(&snapshots);
         let watcher = if config.watch {
             Some(reload::watch(&snapshots).map_err(|e| StartError::Watch(e.to_string()))?)
@@ -152,15 +173,54 @@ impl Sidecar {
         let outbound = local(&outbound_listener, config.outbound);
         let admin_addr = local(&admin_listener, config.admin);
         let inbound = inbound_listener.as_ref().map(|l| local(l, config.inbound));
+        let mut tcp_listeners = Vec::with_capacity(config.outbound_tcp.len());
+        for (host, port, addr) in &config.outbound_tcp {
+            let listener = bind("outbound-tcp", *addr).await?;
+            let target = L4Target {
+                host: host.clone(),
+                port: *port,
+            };
+            tcp_listeners.push((local(&listener, *addr), listener, target));
+        }
+        let outbound_tcp: Vec<SocketAddr> = tcp_listeners.iter().map(|(a, ..)| *a).collect();
+        for addr in [outbound, admin_addr]
+            .into_iter()
+            .chain(inbound)
+            .chain(outbound_tcp.iter().copied())
+        {
+            routing.listeners.add(addr);
+        }
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(false));
         let mut listeners = JoinSet::new();
         let workload = Arc::new(config.workload.clone());
+        let tcp_proxy = Arc::new(TcpProxy::new(
+            Arc::clone(&routing),
+            Arc::clone(&workload),
+            config.tcp.clone(),
+        ));
+        for (_, listener, target) in tcp_listeners {
+            listeners.spawn(l4::serve_listener(
+                listener,
+                Arc::clone(&tcp_proxy),
+                target,
+                shutdown_rx.clone(),
+            ));
+        }
+        // Open TCP connections and CONNECT tunnels drain with the listeners.
+        listeners.spawn(l4::drain_on_shutdown(
+            Arc::clone(tcp_proxy.tracker()),
+            shutdown_rx.clone(),
+            config.drain_timeout,
+        ));
         listeners.spawn(serve(
             "outbound",
             outbound_listener,
-            stack::outbound(&routing, workload, &config.upstream),
+            // CONNECT tunnels leave the HTTP stack before routing.
+            BoxCloneSyncService::new(ConnectLayer::new(Arc::clone(&tcp_proxy)).layer(
+                stack::outbound(&routing, Arc::clone(&workload), &config.upstream),
+            )),
             shutdown_rx.clone(),
             config.drain_timeout,
         ));
@@ -168,7 +228,7 @@ impl Sidecar {
             listeners.spawn(serve(
                 "inbound",
                 listener,
-                stack::inbound(app, &config.upstream),
+                stack::inbound(app, &config.upstream, &snapshots, Arc::clone(&workload)),
                 shutdown_rx.clone(),
                 config.drain_timeout,
             ));
@@ -180,6 +240,7 @@ impl Sidecar {
                 snapshots: snapshots.clone(),
                 routing: Arc::clone(&routing),
                 ready: Arc::clone(&ready),
+                workload: Arc::clone(&workload),
             }),
             shutdown_rx,
             config.drain_timeout,
@@ -189,6 +250,7 @@ impl Sidecar {
             outbound,
             inbound,
             admin: admin_addr,
+            outbound_tcp,
             snapshots,
             shutdown,
             ready,

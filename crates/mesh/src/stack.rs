@@ -6,11 +6,17 @@
 //! 2. fault    injected delay, then injected abort (FI), per the rule
 //! 3. mirror   fire-and-forget copies to the rule's mirror destinations
 //! 4. timeout  the route's whole-request deadline (504 UT)
+//!    retry    tries within the deadline, retry budgets (SPEC 4.6, 13.2)
 //! 5. balance  pick an endpoint of the chosen service and subset
+//!    (ejected endpoints skipped unless in panic; none left: 503 UH)
+//!    pool     circuit breaking per destination (connectionPool, 503 UO)
+//!    outlier  charge the attempt's result to its endpoint; eject / return
+//!    dns      the endpoint's DNS name to an address (`crate::dns`)
+//!    loop     a passthrough to this proxy's own listener: 508 (`crate::loop_guard`)
 //! 6. connect  pooled HTTP/1.1 or HTTP/2 to that endpoint
 //!
-//! Retry (after timeout), pool limits and outlier detection slot in as the
-//! resilience issue lands; telemetry wraps the whole stack. Inbound: forward to the local application.
+//! Telemetry wraps the whole stack. Inbound (SPEC 1.2): local rate limit
+//! (429 RL), then forward to the local application.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,9 +26,15 @@ use http::Request;
 use mesh_core::http::Body;
 use mesh_core::identity::Workload;
 use mesh_core::reload::SnapshotHandle;
+use mesh_resilience::budget::RetryBudgets;
 use mesh_resilience::fault::FaultLayer;
+use mesh_resilience::outlier::{OutlierLayer, Outliers};
+use mesh_resilience::pool::{PoolLimitsLayer, PoolRegistry};
+use mesh_resilience::rate_limit::RateLimitLayer;
+use mesh_resilience::retry::RetryLayer;
 use mesh_resilience::timeout::TimeoutLayer;
 use mesh_route::balance::InFlight;
+use mesh_route::gateway::GatewayListener;
 use mesh_route::layer::{BalanceLayer, RouteLayer, Routes, Target};
 use mesh_route::mirror::MirrorLayer;
 use mesh_route::random::SharedRandom;
@@ -30,6 +42,8 @@ use mesh_route::routing::{Balancers, RoutingTable};
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
+use crate::dns::{DnsCache, DnsLayer, DnsSettings};
+use crate::loop_guard::{LocalListeners, LoopGuardLayer};
 use crate::server::HttpService;
 use crate::upstream::{Upstream, UpstreamSettings};
 
@@ -42,6 +56,22 @@ pub struct RoutingState {
     pub balancers: Arc<Balancers>,
     /// The random source of routing and balancing.
     pub random: SharedRandom,
+    /// The resolver cache of DNS endpoints (the DNS stage and the TCP path).
+    pub dns: Arc<DnsCache>,
+    /// Connection pools and circuit-breaker counters by destination, kept
+    /// across reloads; one per process, since limits hold per client proxy
+    /// (SPEC 5.3). Made by the first outbound stack, whose connection
+    /// settings are the defaults DestinationRules override.
+    pub pools: std::sync::OnceLock<Arc<PoolRegistry>>,
+    /// Outlier ejections by destination and endpoint address, kept across
+    /// reloads; the balance stage skips what the outlier stage ejected.
+    pub outliers: Arc<Outliers>,
+    /// Retry budgets by destination, kept across reloads and shared by
+    /// every outbound stack of the process.
+    pub retry_budgets: Arc<RetryBudgets>,
+    /// The addresses this process listens on: a passthrough request to one
+    /// of them is refused rather than looped (`crate::loop_guard`).
+    pub listeners: Arc<LocalListeners>,
 }
 
 impl RoutingState {
@@ -52,6 +82,11 @@ impl RoutingState {
             table: Arc::new(ArcSwap::from_pointee(table)),
             balancers: Arc::new(Balancers::new(Arc::clone(&random))),
             random,
+            dns: Arc::new(DnsCache::new(DnsSettings::default())),
+            pools: std::sync::OnceLock::new(),
+            outliers: Arc::new(Outliers::from_destination_rules()),
+            retry_budgets: Arc::new(RetryBudgets::new()),
+            listeners: Arc::new(LocalListeners::default()),
         }
     }
 
@@ -87,21 +122,82 @@ pub fn outbound(
     upstream: &UpstreamSettings,
 ) -> HttpService {
     let routes = Routes::new(Arc::clone(&state.table), Arc::clone(&state.random));
+    outbound_under(RouteLayer::new(routes, workload), state, upstream)
+}
+
+/// The stack of one ingress gateway listener: the outbound stack with the
+/// gateway's route stage on top (Gateway servers on the listener's port and
+/// the VirtualServices bound to them, `mesh_route::gateway`); every stage
+/// below routing is the sidecar's.
+pub fn gateway(
+    state: &RoutingState,
+    workload: Arc<Workload>,
+    listener: Arc<GatewayListener>,
+    upstream: &UpstreamSettings,
+) -> HttpService {
+    let routes = Routes::new(Arc::clone(&state.table), Arc::clone(&state.random));
+    outbound_under(
+        RouteLayer::for_gateway(routes, workload, listener),
+        state,
+        upstream,
+    )
+}
+
+/// The outbound order of SPEC 1.1 under a route stage, shared by sidecars
+/// and gateway listeners.
+fn outbound_under(
+    route: RouteLayer,
+    state: &RoutingState,
+    upstream: &UpstreamSettings,
+) -> HttpService {
+    let pools = Arc::clone(
+        state
+            .pools
+            .get_or_init(|| Arc::new(PoolRegistry::with_defaults(upstream.pool_limits()))),
+    );
     let svc = ServiceBuilder::new()
-        .layer(RouteLayer::new(routes, workload))
+        .layer(route)
         // Mirror copies (SPEC 1.1 step 6) re-enter the stack below here.
         .layer(FaultLayer::new(Arc::clone(&state.random)))
         .layer(MirrorLayer::new(Arc::clone(&state.random)))
         .layer(TimeoutLayer::from_route())
-        .layer(BalanceLayer::new(Arc::clone(&state.balancers)))
+        // Every try, within the deadline above, is balanced again below.
+        .layer(
+            RetryLayer::from_route(Arc::clone(&state.random))
+                .with_budgets(Arc::clone(&state.retry_budgets))
+                .with_pools(Arc::clone(&pools)),
+        )
+        .layer(
+            BalanceLayer::new(Arc::clone(&state.balancers))
+                .with_health(Arc::clone(&state.outliers) as _),
+        )
+        .layer(PoolLimitsLayer::per_destination(pools))
+        .layer(OutlierLayer::per_destination(Arc::clone(&state.outliers)))
+        // DNS names of the chosen endpoint to an address, just before the
+        // connector (ServiceEntry resolution DNS / NONE, SPEC 6.2).
+        .layer(DnsLayer::new(Arc::clone(&state.dns)))
+        .layer(LoopGuardLayer::new(Arc::clone(&state.listeners)))
         .service(Upstream::new(upstream));
     BoxCloneSyncService::new(svc)
 }
 
-/// The inbound stack: everything goes to the local application at `app`.
-/// PeerAuthentication, authorization and rate limiting arrive in front of
-/// it with the identity issue.
-pub fn inbound(app: SocketAddr, upstream: &UpstreamSettings) -> HttpService {
+/// The inbound stack of `workload`, in the order a request meets it (SPEC
+/// 1.2):
+///
+/// 1. rate limit: the HTTPLocalRateLimitPolicy of the Server selecting
+///    this workload and the application port (429 RL), read from
+///    `snapshots` and kept current across reloads
+/// 2. forward: to the local application at `app`
+///
+/// PeerAuthentication, the peer identity (which the rate limit reads) and
+/// authorization arrive in front of it with the identity issue.
+pub fn inbound(
+    app: SocketAddr,
+    upstream: &UpstreamSettings,
+    snapshots: &SnapshotHandle,
+    workload: Arc<Workload>,
+) -> HttpService {
+    let rate_limit = RateLimitLayer::inbound(snapshots.clone(), workload, vec![app.port()]);
     let target = Target {
         authority: app.to_string().into(),
         endpoint: 0,
@@ -109,6 +205,7 @@ pub fn inbound(app: SocketAddr, upstream: &UpstreamSettings) -> HttpService {
         http2: None,
     };
     let svc = ServiceBuilder::new()
+        .layer(rate_limit)
         .map_request(move |mut req: Request<Body>| {
             req.extensions_mut().insert(target.clone());
             req

@@ -2,22 +2,30 @@
 //! [`Target`] the balance stage chose, over pooled HTTP/1.1 or HTTP/2
 //! (prior knowledge) connections, and relays protocol upgrades (WebSocket).
 //!
+//! Connections are pooled per destination: the pool-limits stage leaves the
+//! destination's [`PoolHandle`] in the request, and its DestinationRule
+//! `connectionPool` settings (`maxConnections`, `connectTimeout`,
+//! `idleTimeout`, `maxRequestsPerConnection`) govern the connections made
+//! for it ([`crate::h1pool`], [`crate::h2pool`]). A request without one (the
+//! inbound stack) uses one unlimited pool with the [`UpstreamSettings`].
+//!
 //! The mTLS connector of the identity issue replaces the plain TCP
 //! connector here; nothing above this stage knows how bytes travel.
 
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::header::{CONNECTION, HOST, HeaderName, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_core::http::{Body, MeshError, boxed};
+use hyper_util::rt::TokioIo;
+use mesh_core::http::{Body, FailureKind, LocalFailure, MeshError, boxed};
+use mesh_resilience::pool::{DestinationPool, PoolHandle, PoolLimits};
 use mesh_route::layer::{BoxFuture, Target, request_authority, set_uri_authority};
 
-use crate::h2pool::{H2Error, H2Pool};
+use crate::h1pool::{self, H1Connections, H1Error, Lease};
+use crate::h2pool::{H2Error, H2Pool, StreamGuard};
 
 /// Connection settings of the upstream pools.
 #[derive(Clone, Debug)]
@@ -37,37 +45,62 @@ impl Default for UpstreamSettings {
     }
 }
 
+impl UpstreamSettings {
+    /// Pool limits with these connection settings and no caps: the base
+    /// that DestinationRules override field by field.
+    pub fn pool_limits(&self) -> PoolLimits {
+        PoolLimits {
+            connect_timeout: self.connect_timeout,
+            idle_timeout: Some(self.idle_timeout),
+            ..PoolLimits::default()
+        }
+    }
+}
+
+/// One destination's connections, kept in its [`DestinationPool`].
+#[derive(Default)]
+struct Connections {
+    http1: H1Connections,
+    http2: H2Pool,
+}
+
 /// The connector service: `Request` (with a [`Target`] in its extensions)
 /// to `Response`, never an error: failures become SPEC 2 replies.
 #[derive(Clone)]
 pub struct Upstream {
-    http1: Client<HttpConnector, Body>,
-    http2: H2Pool,
+    /// Requests without a [`PoolHandle`] share this pool.
+    default_pool: Arc<DestinationPool>,
 }
 
 impl Upstream {
-    /// Pools with these settings.
+    /// A connector whose requests without a destination pool use these
+    /// settings.
     pub fn new(settings: &UpstreamSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.enforce_http(true);
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .build(connector);
-        let http2 = H2Pool::new(settings.connect_timeout);
-        Upstream { http1, http2 }
+        Upstream {
+            default_pool: DestinationPool::new(settings.pool_limits()),
+        }
     }
 
     async fn send(self, mut req: Request<Body>) -> Response<Body> {
         let Some(target) = req.extensions_mut().remove::<Target>() else {
             return MeshError::NoRoute.reply_to(req.headers());
         };
+        let pool = req
+            .extensions_mut()
+            .remove::<PoolHandle>()
+            .map_or_else(|| Arc::clone(&self.default_pool), |h| h.0);
+        let Some(connections) = pool.connector_state(Connections::default) else {
+            let error = MeshError::ConnectFailure(
+                "the destination pool belongs to another connector".into(),
+            );
+            return error.reply_to(req.headers());
+        };
         let grpc = mesh_core::http::is_grpc(req.headers());
         let authority = request_authority(&req).map(str::to_owned);
         let upgrade = wants_upgrade(&req).then(|| req.extensions_mut().remove::<OnUpgrade>());
         let http2 = target.http2.unwrap_or(req.version() == Version::HTTP_2);
         prepare_request(&mut req, authority.as_deref(), &target, upgrade.is_some());
+        let mut refused = false;
         let sent = if http2 {
             // HTTP/2 keeps the caller's authority in `:authority` and dials
             // the endpoint itself.
@@ -77,50 +110,74 @@ impl Upstream {
                 Some(authority.as_deref().unwrap_or(&target.authority)),
             );
             req.headers_mut().remove(HOST);
-            self.http2
-                .send(&target.authority, req)
+            connections
+                .http2
+                .send(&pool, &target.authority, req)
                 .await
+                .map(|(resp, stream)| (resp, Some(ConnectionHold::Stream { _stream: stream })))
                 .map_err(|e| match e {
                     H2Error::Connect(..) => MeshError::ConnectFailure(e.to_string()),
-                    H2Error::Stream(e) => MeshError::UpstreamReset(error_chain(&e)),
+                    H2Error::Stream(e) => {
+                        refused = is_refused_stream(&e);
+                        MeshError::UpstreamReset(error_chain(&e))
+                    }
                 })
         } else {
             *req.version_mut() = Version::HTTP_11;
-            self.http1.request(req).await.map_err(|e| {
-                let detail = error_chain(&e);
-                if e.is_connect() {
-                    MeshError::ConnectFailure(detail)
-                } else {
-                    MeshError::UpstreamReset(detail)
-                }
-            })
+            if !req.headers().contains_key(HOST)
+                && let Ok(host) = HeaderValue::from_str(&target.authority)
+            {
+                req.headers_mut().insert(HOST, host);
+            }
+            // HTTP/1.1 to an origin server: origin-form request target.
+            set_uri_authority(req.uri_mut(), None);
+            h1pool::send(&connections.http1, &pool, &target.authority, req)
+                .await
+                .map(|(resp, lease)| (resp, Some(ConnectionHold::Lease(lease))))
+                .map_err(|e| match e {
+                    H1Error::Connect(..) => MeshError::ConnectFailure(e.to_string()),
+                    H1Error::Send(e) => MeshError::UpstreamReset(error_chain(&e)),
+                })
         };
         match sent {
-            Ok(mut resp) => {
+            Ok((mut resp, mut connection)) => {
                 if let Some(Some(downstream)) = upgrade
                     && resp.status() == StatusCode::SWITCHING_PROTOCOLS
                 {
+                    // The connection leaves the pool for the tunnel (its
+                    // socket keeps its place in the connection count).
+                    connection = None;
                     let upstream = hyper::upgrade::on(&mut resp);
                     tokio::spawn(relay_upgrade(downstream, upstream));
                 } else {
                     strip_hop_by_hop(resp.headers_mut(), false);
                 }
                 // The request counts as in flight on its endpoint until the
-                // response body is done, so LEAST_REQUEST sees long streams.
+                // response body is done, so LEAST_REQUEST sees long streams;
+                // its connection goes back to the pool then too.
                 let guard = target.guard;
                 resp.map(move |body| {
                     boxed(Guarded {
                         body,
                         _guard: guard,
+                        connection,
                     })
                 })
             }
             Err(error) => {
-                if grpc {
+                let mut reply = if grpc {
                     error.to_grpc_response()
                 } else {
                     error.to_response()
+                };
+                if refused {
+                    // The upstream did not process the stream: `retryOn:
+                    // refused-stream` retries it (the reply is 503 UC).
+                    reply
+                        .extensions_mut()
+                        .insert(LocalFailure(FailureKind::RefusedStream));
                 }
+                reply
             }
         }
     }
@@ -141,11 +198,38 @@ impl tower::Service<Request<Body>> for Upstream {
     }
 }
 
-/// A response body that holds the endpoint's in-flight guard until the body
-/// ends or is dropped.
-struct Guarded<B> {
+/// What a response holds of its connection until its body ends.
+enum ConnectionHold {
+    /// An HTTP/1.1 connection, back to the pool after a clean end.
+    Lease(Lease),
+    /// An HTTP/2 stream, counted against its connection's idleness.
+    Stream { _stream: StreamGuard },
+}
+
+/// A response body that holds the endpoint's in-flight guard and its
+/// connection until the body ends or is dropped.
+struct Guarded<B: http_body::Body> {
     body: B,
     _guard: std::sync::Arc<mesh_route::balance::InFlight>,
+    connection: Option<ConnectionHold>,
+}
+
+impl<B: http_body::Body> Guarded<B> {
+    /// The body is over; `clean` when it was read to its end.
+    fn finish(&mut self, clean: bool) {
+        match self.connection.take() {
+            Some(ConnectionHold::Lease(lease)) => lease.release(clean),
+            // Dropping a stream guard marks the HTTP/2 stream done.
+            Some(ConnectionHold::Stream { .. }) | None => {}
+        }
+    }
+}
+
+impl<B: http_body::Body> Drop for Guarded<B> {
+    fn drop(&mut self) {
+        let clean = self.body.is_end_stream();
+        self.finish(clean);
+    }
 }
 
 impl<B> http_body::Body for Guarded<B>
@@ -159,7 +243,14 @@ where
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        let frame = ready!(std::pin::Pin::new(&mut self.body).poll_frame(cx));
+        match &frame {
+            None => self.finish(true),
+            Some(Ok(_)) if self.body.is_end_stream() => self.finish(true),
+            Some(Err(_)) => self.finish(false),
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -251,6 +342,14 @@ async fn relay_upgrade(downstream: OnUpgrade, upstream: OnUpgrade) {
     if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
         tracing::debug!("upgraded connection ended: {e}");
     }
+}
+
+/// Whether an HTTP/2 stream failed with `REFUSED_STREAM`.
+fn is_refused_stream(e: &hyper::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<h2::Error>())
+        .and_then(h2::Error::reason)
+        == Some(h2::Reason::REFUSED_STREAM)
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -77,7 +77,9 @@ pub struct Service {
     pub location: ServiceEntryLocation,
     /// How endpoints are found.
     pub resolution: ServiceEntryResolution,
-    /// Endpoints (STATIC entries and selected WorkloadEntries).
+    /// Endpoints (STATIC entries and selected WorkloadEntries; for DNS
+    /// entries without endpoints the host name, for NONE a placeholder named
+    /// after the host: see `host_endpoint`).
     pub endpoints: Arc<[Endpoint]>,
     /// The ServiceEntry.
     pub source: Arc<Resource>,
@@ -118,6 +120,34 @@ impl Endpoint {
             service_account: entry.service_account.clone(),
         }
     }
+}
+
+/// The endpoint a host stands for when its ServiceEntry lists none (SPEC
+/// 6.2): with resolution DNS or DNS_ROUND_ROBIN the host name itself,
+/// resolved by the connector's DNS stage; with NONE or DYNAMIC_DNS a
+/// placeholder named after the host, for which the connector dials the
+/// request's own destination instead. The address is the host as written
+/// (lower-cased, no trailing dot), since that is the name DNS knows, not
+/// the mesh's qualified form. `None` when the entry's own endpoints apply.
+fn host_endpoint(
+    resolution: ServiceEntryResolution,
+    written: &str,
+    listed: &[Endpoint],
+) -> Option<Endpoint> {
+    let own = match resolution {
+        ServiceEntryResolution::Dns | ServiceEntryResolution::DnsRoundRobin => {
+            listed.is_empty() && !written.starts_with('*')
+        }
+        ServiceEntryResolution::None | ServiceEntryResolution::DynamicDns => true,
+        ServiceEntryResolution::Static => false,
+    };
+    own.then(|| Endpoint {
+        address: written.trim_end_matches('.').to_ascii_lowercase(),
+        ports: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        weight: 1,
+        service_account: None,
+    })
 }
 
 /// Policies that apply by namespace (and selector).
@@ -323,20 +353,29 @@ impl Index {
                 );
             }
             let endpoints: Arc<[Endpoint]> = endpoints.into();
-            for host in &se.hosts {
-                let host = qualify(host, ns);
-                // The earliest ServiceEntry for a host wins, like routes.
-                self.services
-                    .entry(host.clone())
-                    .or_insert_with(|| Service {
+            let resolution = se.resolution.unwrap_or(ServiceEntryResolution::None);
+            for written in &se.hosts {
+                let host = qualify(written, ns);
+                if self.services.contains_key(&host) {
+                    // The earliest ServiceEntry for a host wins, like routes.
+                    continue;
+                }
+                let endpoints = match host_endpoint(resolution, written, &endpoints) {
+                    Some(own) => Arc::from([own]),
+                    None => Arc::clone(&endpoints),
+                };
+                self.services.insert(
+                    host.clone(),
+                    Service {
                         host,
                         namespace: ns.to_owned(),
                         ports: se.ports.clone(),
                         location: se.location.unwrap_or(ServiceEntryLocation::MeshExternal),
-                        resolution: se.resolution.unwrap_or(ServiceEntryResolution::None),
-                        endpoints: Arc::clone(&endpoints),
+                        resolution,
+                        endpoints,
                         source: Arc::clone(r),
-                    });
+                    },
+                );
             }
         }
     }
@@ -426,5 +465,69 @@ impl Index {
             Some(Spec::IstioOperator(op)) => Some(op),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::load::{LoadOptions, load_str};
+    use crate::schema::istio_networking::{ServiceEntryLocation, ServiceEntryResolution};
+    use crate::snapshot::Snapshot;
+
+    #[test]
+    fn dns_and_none_entries_get_endpoints() {
+        let yaml = r#"
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: { name: api }
+spec:
+  hosts: [api.external.com, Other.External.com]
+  ports: [{ number: 443, name: https, protocol: HTTPS }]
+  location: MESH_EXTERNAL
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: { name: listed }
+spec:
+  hosts: [db.example.com]
+  ports: [{ number: 5432, name: pg, protocol: TCP }]
+  resolution: DNS
+  endpoints: [{ address: localhost }, { address: 10.0.0.1 }]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: { name: wild }
+spec:
+  hosts: ["*.wikipedia.org"]
+  ports: [{ number: 443, name: tls, protocol: TLS }]
+  resolution: NONE
+"#;
+        let loaded = load_str("se.yaml", yaml, &LoadOptions::default());
+        assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
+        let snapshot = Snapshot::compile(1, loaded);
+        let index = &snapshot.index;
+        let api = &index.services["api.external.com"];
+        assert_eq!(api.location, ServiceEntryLocation::MeshExternal);
+        assert_eq!(api.resolution, ServiceEntryResolution::Dns);
+        let addresses = |host: &str| -> Vec<String> {
+            index.services[host]
+                .endpoints
+                .iter()
+                .map(|e| e.address.clone())
+                .collect()
+        };
+        // Each host of a DNS entry without endpoints resolves itself.
+        assert_eq!(addresses("api.external.com"), ["api.external.com"]);
+        assert_eq!(addresses("other.external.com"), ["other.external.com"]);
+        // Listed endpoints are kept as written.
+        assert_eq!(addresses("db.example.com"), ["localhost", "10.0.0.1"]);
+        // NONE: one placeholder per host; the connector dials the request's
+        // own destination.
+        assert_eq!(addresses("*.wikipedia.org"), ["*.wikipedia.org"]);
+        assert_eq!(
+            index.services["*.wikipedia.org"].resolution,
+            ServiceEntryResolution::None
+        );
     }
 }

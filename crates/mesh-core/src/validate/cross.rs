@@ -98,6 +98,7 @@ pub(crate) fn check(accepted: &[Accepted], out: &mut Vec<Diagnostic>) {
     let known = Known::collect(accepted);
 
     mesh_route_conflicts(accepted, &by_ptr, &mut rep);
+    dialect_conflicts(accepted, &by_ptr, &mut rep);
     destination_rule_merges(accepted, &mut rep);
     // Reference checks are per resource: on a large configuration they run
     // on every core, each slice reporting into its own list, merged in order.
@@ -296,6 +297,106 @@ fn mesh_route_conflicts(
             );
         }
     }
+}
+
+/// A sidecar VirtualService and an HTTPRoute attached to a Service for the
+/// same host: the HTTPRoute governs (mesh-route's `xroute` module: for a
+/// consumer route, only for callers in its namespace), so the VirtualService
+/// that governs the host otherwise is ignored there. Warned at the
+/// VirtualService's host, naming the HTTPRoute's parentRef.
+fn dialect_conflicts(
+    accepted: &[Accepted],
+    by_ptr: &HashMap<*const Resource, &Accepted>,
+    rep: &mut Reporter<'_>,
+) {
+    let mut attached: HashMap<String, Vec<(&Accepted, usize)>> = HashMap::new();
+    for a in accepted {
+        let (Spec::HttpRoute(route) | Spec::LinkerdHttpRoute(route)) = &a.resource.spec else {
+            continue;
+        };
+        let ns = a.resource.namespace();
+        for (i, p) in route.parent_refs.iter().enumerate() {
+            // Linkerd writes `kind: Service` without a group.
+            let service = p.kind.as_deref() == Some("Service")
+                && matches!(p.group.as_deref(), None | Some("" | "core"));
+            if !service {
+                continue;
+            }
+            let host = qualify(&p.name, p.namespace.as_deref().unwrap_or(ns));
+            let list = attached.entry(host).or_default();
+            if !list.iter().any(|(r, _)| std::ptr::eq(*r, a)) {
+                list.push((a, i));
+            }
+        }
+    }
+    if attached.is_empty() {
+        return;
+    }
+    // A ServiceProfile for the Service wins over its HTTPRoutes (Linkerd).
+    let mut profiled: Vec<(&String, &Accepted)> = Vec::new();
+    for a in accepted {
+        if let Spec::ServiceProfile(_) = &a.resource.spec
+            && let Some((host, _)) = attached.get_key_value(&a.resource.name().to_ascii_lowercase())
+        {
+            profiled.push((host, a));
+        }
+    }
+    profiled.sort_by(|x, y| x.0.cmp(y.0));
+    for (host, profile) in &profiled {
+        for (route, parent) in &attached[*host] {
+            rep.warn(
+                route,
+                &format!("spec.parentRefs[{parent}]"),
+                format!(
+                    "Service `{host}` has ServiceProfile {} at {}, which takes precedence over HTTPRoutes (as in Linkerd); this route is not attached to it",
+                    profile.resource.id(),
+                    profile.resource.location
+                ),
+            );
+        }
+    }
+    let claims = mesh_route_claims(accepted.iter().map(|a| &a.resource));
+    let mut hosts: Vec<&String> = claims
+        .keys()
+        .filter(|h| attached.contains_key(*h) && !profiled.iter().any(|(p, _)| p == h))
+        .collect();
+    hosts.sort();
+    for host in hosts {
+        let Some((vs, host_index)) = claims[host].first() else {
+            continue;
+        };
+        let Some(vs) = by_ptr.get(&std::ptr::from_ref(*vs)) else {
+            continue;
+        };
+        let mut routes = attached[host].clone();
+        routes.sort_by(|x, y| precedence(&x.0.resource, &y.0.resource));
+        let Some((route, parent)) = routes.first() else {
+            continue;
+        };
+        let path = FieldPath::parse(&format!("spec.parentRefs[{parent}]"));
+        let route_ns = route.resource.namespace();
+        let scope = if host_namespace(host) == Some(route_ns) {
+            "which governs it: Gateway API routes attached to a Service win over VirtualServices, so this VirtualService is ignored for that host".to_owned()
+        } else {
+            format!(
+                "a consumer route that governs it for callers in namespace `{route_ns}`: there this VirtualService is ignored"
+            )
+        };
+        rep.warn(
+            vs,
+            &format!("spec.hosts[{host_index}]"),
+            format!(
+                "host `{host}` is also routed by {} at {} (parentRefs[{parent}] names its Service), {scope}",
+                route.resource.id(),
+                location_of(route, &path),
+            ),
+        );
+    }
+}
+
+/// The namespace of `name.namespace.svc.cluster.local`.
+fn host_namespace(host: &str) -> Option<&str> {
+    host.split('.').nth(1)
 }
 
 fn destination_rule_merges(accepted: &[Accepted], rep: &mut Reporter<'_>) {

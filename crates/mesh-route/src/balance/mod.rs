@@ -59,6 +59,7 @@
 //! ```
 
 mod hash;
+mod health;
 mod least_request;
 mod maglev;
 mod policy;
@@ -76,6 +77,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use mesh_core::snapshot::Endpoint;
 
 pub use self::hash::{GeneratedCookie, cookie_to_set, hash_bytes, hash_key};
+pub use self::health::{DestinationHealth, EndpointHealth, HealthQuery, PickedHealth};
 use self::maglev::Maglev;
 pub use self::policy::{
     DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MINIMUM_RING_SIZE, HashKey, LbPolicy, MAX_MAGLEV_TABLE_SIZE,

@@ -256,6 +256,8 @@ fn compile_retries(r: &HttpRetry) -> Result<RetrySpec, String> {
         backoff: r.backoff.filter(|t| !t.is_zero()).map(|t| t.get()),
         retry_ignore_previous_hosts: r.retry_ignore_previous_hosts.unwrap_or(true),
         retry_remote_localities: r.retry_remote_localities,
+        budget: None,
+        classes: None,
     })
 }
 

@@ -216,6 +216,77 @@ impl CompiledVirtualService {
     }
 }
 
+/// One rule that matches a request, for `mesh explain`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleMatch {
+    /// Index of the rule in `http`.
+    pub rule: usize,
+    /// Index of the first matching block in the rule's `match`; `None` for a
+    /// rule without `match` (it takes every request).
+    pub block: Option<usize>,
+}
+
+/// A rule's weighted destinations, for `mesh explain`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleTarget {
+    /// The destination.
+    pub destination: crate::decision::DestinationKey,
+    /// Its weight within the rule.
+    pub weight: u64,
+}
+
+impl CompiledVirtualService {
+    /// Every rule that matches `req`, in list order: the first decides,
+    /// the others are shadowed by it (SPEC 4.2).
+    pub fn matching(&self, req: &RequestView<'_>) -> Vec<RuleMatch> {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter_map(|(rule, compiled)| {
+                if compiled.matches.is_empty() {
+                    return Some(RuleMatch { rule, block: None });
+                }
+                let block = compiled.matches.iter().position(|m| m.matches(req))?;
+                Some(RuleMatch {
+                    rule,
+                    block: Some(block),
+                })
+            })
+            .collect()
+    }
+
+    /// The weighted destinations of rule `rule` (empty for redirects,
+    /// direct responses and an index out of range).
+    pub fn targets(&self, rule: usize) -> Vec<RuleTarget> {
+        let Some(RuleAction::Forward {
+            targets,
+            cumulative,
+        }) = self.rules.get(rule).map(|r| &r.action)
+        else {
+            return Vec::new();
+        };
+        let mut previous = 0;
+        targets
+            .iter()
+            .zip(cumulative)
+            .map(|(t, &c)| {
+                let weight = c - previous;
+                previous = c;
+                RuleTarget {
+                    destination: t.destination.clone(),
+                    weight,
+                }
+            })
+            .collect()
+    }
+
+    /// The gateways the VirtualService binds to (`mesh` for sidecars,
+    /// `namespace/name` for Istio Gateways).
+    pub fn gateways(&self) -> impl Iterator<Item = &str> {
+        self.gateways.iter().map(|g| &**g)
+    }
+}
+
 fn act(
     action: &RuleAction,
     matched_prefix: Option<&Arc<str>>,

@@ -808,3 +808,142 @@ pub fn vm_rss() -> u64 {
         .unwrap();
     kib * 1024
 }
+
+// ---------------------------------------------------------------- L4 (egress_tcp, egress_dns, tls_passthrough)
+
+/// Starts the sidecar like [`start_sidecar`] (no watching), after `tweak`
+/// adjusted its config (`outbound_tcp` listeners, DNS settings, ...).
+pub async fn start_sidecar_with(
+    dir: &ConfigDir,
+    seed: u64,
+    tweak: impl FnOnce(&mut SidecarConfig),
+) -> Sidecar {
+    let mut config = SidecarConfig::new(vec![dir.path().to_path_buf()]);
+    config.outbound = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.inbound = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.admin = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.random = Arc::new(SplitMix::seeded(seed));
+    config.watch = false;
+    config.drain_timeout = DEADLINE;
+    tweak(&mut config);
+    Sidecar::start(config).await.unwrap()
+}
+
+/// A line-protocol TCP server on `127.0.0.1:0`: answers each line `L` with
+/// `NAME: L`, and when the client half-closes, sends `NAME: bye after N
+/// lines` and closes, so a test sees that the proxy carried the half-close
+/// and the server's last bytes.
+pub struct LineEcho {
+    /// Its name (the prefix of every answer).
+    pub name: String,
+    /// The bound address.
+    pub addr: SocketAddr,
+    connections: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LineEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LineEcho {
+    /// Starts one.
+    pub async fn start(name: &str) -> LineEcho {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&connections);
+        let prefix = name.to_owned();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let prefix = prefix.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    let mut n = 0u64;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        n += 1;
+                        let reply = format!("{prefix}: {line}\n");
+                        if write.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    let bye = format!("{prefix}: bye after {n} lines\n");
+                    let _ = write.write_all(bye.as_bytes()).await;
+                    let _ = write.shutdown().await;
+                });
+            }
+        });
+        LineEcho {
+            name: name.to_owned(),
+            addr,
+            connections,
+            task,
+        }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// Writes `line` and a newline, then reads one line back (without its
+/// newline), with the deadline.
+pub async fn exchange_line<S>(stream: &mut S, line: &str) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .await
+        .unwrap();
+    read_line(stream).await
+}
+
+/// Reads one line (byte by byte, so nothing past it is consumed), without
+/// its newline; "" at end of stream.
+pub async fn read_line<S: AsyncRead + Unpin>(stream: &mut S) -> String {
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut byte))
+            .await
+            .expect("timed out reading a line")
+            .unwrap();
+        if n == 0 || byte[0] == b'\n' {
+            return String::from_utf8(out).unwrap();
+        }
+        out.push(byte[0]);
+    }
+}
+
+/// Sends `CONNECT authority` on a new connection to `proxy` and returns the
+/// status and, on 200, the tunnel (with any bytes read past the head).
+pub async fn connect_tunnel(proxy: SocketAddr, authority: &str) -> (u16, String, TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (head, rest) = read_head(&mut stream).await;
+    let status = head_status(&head);
+    assert!(
+        status != 200 || rest.is_empty(),
+        "bytes after the CONNECT answer: {rest:?}"
+    );
+    (status, head, stream)
+}
