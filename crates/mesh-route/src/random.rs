@@ -25,6 +25,19 @@ pub trait RandomSource: Send + Sync + fmt::Debug {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 
+    /// A weighted choice among items whose running weight sums are
+    /// `cumulative` (`cumulative[i]` is the sum of weights `0..=i`): the
+    /// first item whose sum exceeds one draw below the total. Zero-weight
+    /// items have no width and are never chosen; one item needs no draw.
+    fn weighted(&self, cumulative: &[u64]) -> usize {
+        if cumulative.len() <= 1 {
+            return 0;
+        }
+        let total = cumulative.last().copied().unwrap_or(0);
+        let draw = self.below(total);
+        cumulative.partition_point(|&c| c <= draw)
+    }
+
     /// A float uniformly distributed in `[0, 1)`.
     fn unit(&self) -> f64 {
         // 53 random bits fill an f64 mantissa exactly.

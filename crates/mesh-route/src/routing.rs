@@ -231,19 +231,7 @@ impl RoutingTable {
         authority: &str,
         namespace: &str,
     ) -> Option<&Arc<CompiledVirtualService>> {
-        let mut wild = None;
-        let mut first = true;
-        for_each_candidate(authority, namespace, |c| {
-            if first && !self.wildcard.is_empty() {
-                wild = c
-                    .match_indices('.')
-                    .find_map(|(i, _)| self.wildcard.get(&c[i..]))
-                    .or_else(|| self.wildcard.get(""));
-            }
-            first = false;
-            self.exact.get(c)
-        })
-        .or(wild)
+        lookup_host(&self.exact, &self.wildcard, authority, namespace)
     }
 
     /// The route decision for a request (SPEC 1.1 steps 1 and 2): the
@@ -282,6 +270,32 @@ impl RoutingTable {
             Egress::Blocked => self.blackhole.clone(),
         }
     }
+}
+
+/// The entry governing `authority` for a caller in `namespace`, from
+/// tables keyed by qualified host: an exact name first (in the order
+/// `for_each_candidate` qualifies it), else the most specific wildcard,
+/// keyed by its suffix (`*.example.com` under `.example.com`, `*` under
+/// the empty string). Allocation-free.
+pub(crate) fn lookup_host<'t, T>(
+    exact: &'t HashMap<String, T>,
+    wildcard: &'t HashMap<String, T>,
+    authority: &str,
+    namespace: &str,
+) -> Option<&'t T> {
+    let mut wild = None;
+    let mut first = true;
+    for_each_candidate(authority, namespace, |c| {
+        if first && !wildcard.is_empty() {
+            wild = c
+                .match_indices('.')
+                .find_map(|(i, _)| wildcard.get(&c[i..]))
+                .or_else(|| wildcard.get(""));
+        }
+        first = false;
+        exact.get(c)
+    })
+    .or(wild)
 }
 
 /// Where a destination's traffic goes: its endpoints, the service port the

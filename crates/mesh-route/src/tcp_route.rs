@@ -42,7 +42,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use mesh_core::host::{covers, for_each_candidate, qualify};
+use mesh_core::host::{covers, qualify};
 use mesh_core::resource::Spec;
 use mesh_core::schema::istio_networking::{
     Destination, L4MatchAttributes, RouteDestination, TlsMatchAttributes,
@@ -226,14 +226,7 @@ impl L4Rule {
     }
 
     fn pick(&self, random: &dyn RandomSource) -> Option<&DestinationKey> {
-        let index = if self.targets.len() <= 1 {
-            0
-        } else {
-            let total = self.cumulative.last().copied().unwrap_or(0);
-            let draw = random.below(total);
-            // Zero-weight targets have no width and are never chosen.
-            self.cumulative.partition_point(|&c| c <= draw)
-        };
+        let index = random.weighted(&self.cumulative);
         self.targets.get(index).or_else(|| self.targets.last())
     }
 }
@@ -507,19 +500,7 @@ impl L4Table {
         if self.exact.is_empty() && self.wildcard.is_empty() {
             return None;
         }
-        let mut wild = None;
-        let mut first = true;
-        for_each_candidate(host, namespace, |c| {
-            if first && !self.wildcard.is_empty() {
-                wild = c
-                    .match_indices('.')
-                    .find_map(|(i, _)| self.wildcard.get(&c[i..]))
-                    .or_else(|| self.wildcard.get(""));
-            }
-            first = false;
-            self.exact.get(c)
-        })
-        .or(wild)
+        crate::routing::lookup_host(&self.exact, &self.wildcard, host, namespace)
     }
 
     /// Whether connections to `host` should be sniffed for a ClientHello:

@@ -178,20 +178,7 @@ pub struct H1Connections {
 
 impl H1Connections {
     fn list(&self, endpoint: &Arc<str>) -> Arc<IdleList> {
-        if let Some(list) = self.endpoints.load().get(endpoint) {
-            return Arc::clone(list);
-        }
-        let fresh = Arc::new(IdleList::default());
-        let mut chosen = Arc::clone(&fresh);
-        self.endpoints.rcu(|current| {
-            let mut next = HashMap::clone(current);
-            chosen = Arc::clone(
-                next.entry(Arc::clone(endpoint))
-                    .or_insert_with(|| Arc::clone(&fresh)),
-            );
-            next
-        });
-        chosen
+        crate::cow_map::get_or_default(&self.endpoints, endpoint)
     }
 
     /// Closes one idle connection to an endpoint other than `endpoint`, to

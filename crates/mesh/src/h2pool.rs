@@ -120,20 +120,7 @@ pub struct H2Pool {
 
 impl H2Pool {
     fn endpoint(&self, endpoint: &Arc<str>) -> Arc<H2Endpoint> {
-        if let Some(e) = self.endpoints.load().get(endpoint) {
-            return Arc::clone(e);
-        }
-        let fresh = Arc::new(H2Endpoint::default());
-        let mut chosen = Arc::clone(&fresh);
-        self.endpoints.rcu(|current| {
-            let mut next = HashMap::clone(current);
-            chosen = Arc::clone(
-                next.entry(Arc::clone(endpoint))
-                    .or_insert_with(|| Arc::clone(&fresh)),
-            );
-            next
-        });
-        chosen
+        crate::cow_map::get_or_default(&self.endpoints, endpoint)
     }
 
     /// Sends `req` (whose URI keeps the caller's authority) to `endpoint`

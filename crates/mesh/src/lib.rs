@@ -16,6 +16,7 @@ pub use client::Client;
 
 pub mod admin;
 pub mod client;
+mod cow_map;
 pub mod dns;
 pub mod gateway;
 pub mod h1pool;

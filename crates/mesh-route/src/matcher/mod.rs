@@ -298,15 +298,7 @@ fn act(
             targets,
             cumulative,
         } => {
-            let index = if targets.len() <= 1 {
-                0
-            } else {
-                let total = cumulative.last().copied().unwrap_or(0);
-                let draw = random.below(total);
-                // The first target whose cumulative weight exceeds the draw;
-                // zero-weight targets have no width and are never chosen.
-                cumulative.partition_point(|&c| c <= draw)
-            };
+            let index = random.weighted(cumulative);
             match targets.get(index).or_else(|| targets.last()) {
                 Some(target) => {
                     let mut forward = target.clone();

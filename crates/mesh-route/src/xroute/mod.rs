@@ -739,15 +739,7 @@ fn decide_rule(
             targets,
             cumulative,
         } => {
-            let index = if targets.len() <= 1 {
-                0
-            } else {
-                let total = cumulative.last().copied().unwrap_or(0);
-                // The first target whose cumulative weight exceeds the
-                // draw: zero-weight targets have no width.
-                let draw = random.below(total);
-                cumulative.partition_point(|&c| c <= draw)
-            };
+            let index = random.weighted(cumulative);
             match targets.get(index) {
                 Some(XTarget::Valid {
                     forward,
