@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::header::{CONNECTION, HOST, HeaderName, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    CONNECTION, HOST, HeaderName, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -289,16 +292,20 @@ fn prepare_request(
 /// next hop only. `te: trailers` stays (gRPC needs it); on an upgrade the
 /// `Connection: upgrade` and `Upgrade` pair is passed on.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| !(keep_upgrade && name == UPGRADE))
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    // Names listed in `Connection` are hop-by-hop too. Most requests carry
+    // no `Connection` header (HTTP/2 never does): no scan, no allocation.
+    if headers.contains_key(CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| !(keep_upgrade && name == UPGRADE))
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
     let te_trailers = headers
         .get(TE)
@@ -307,17 +314,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             v.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
+    // Constant names: a `&str` key would be parsed and hashed as a new
+    // name on every call.
+    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
     for name in [
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "trailer",
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &PROXY_AUTHENTICATE,
+        &PROXY_AUTHORIZATION,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+        &TE,
     ] {
         headers.remove(name);
     }
-    headers.remove(TRANSFER_ENCODING);
-    headers.remove(TE);
     if te_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
     }
