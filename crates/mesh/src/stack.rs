@@ -2,18 +2,20 @@
 //!
 //! Outbound, in the order a request meets the stages (SPEC 1.1):
 //!
-//! 1. route    match host and request -> RouteDecision; local replies
-//! 2. fault    injected delay, then injected abort (FI), per the rule
-//! 3. mirror   fire-and-forget copies to the rule's mirror destinations
-//! 4. timeout  the route's whole-request deadline (504 UT)
-//!    retry    tries within the deadline, retry budgets (SPEC 4.6, 13.2)
-//! 5. balance  pick an endpoint of the chosen service and subset
-//!    (ejected endpoints skipped unless in panic; none left: 503 UH)
-//!    pool     circuit breaking per destination (connectionPool, 503 UO)
-//!    outlier  charge the attempt's result to its endpoint; eject / return
-//!    dns      the endpoint's DNS name to an address (`crate::dns`)
-//!    loop     a passthrough to this proxy's own listener: 508 (`crate::loop_guard`)
-//! 6. connect  pooled HTTP/1.1 or HTTP/2 to that endpoint
+//! ```text
+//! route    match host and request -> RouteDecision; local replies
+//! fault    injected delay, then injected abort (FI), per the rule
+//! mirror   fire-and-forget copies to the rule's mirror destinations
+//! timeout  the route's whole-request deadline (504 UT)
+//! retry    tries within the deadline, retry budgets, maxRetries (SPEC 4.6, 13.2)
+//! balance  an endpoint of the chosen service and subset; ejected endpoints
+//!          skipped unless in panic (none left: 503 UH)
+//! pool     circuit breaking per destination (connectionPool, 503 UO)
+//! outlier  the attempt's result charged to its endpoint; eject / return
+//! dns      the endpoint's DNS name to an address (`crate::dns`)
+//! loop     a passthrough to this proxy's own listener: 508 (`crate::loop_guard`)
+//! connect  pooled HTTP/1.1 or HTTP/2 to that endpoint
+//! ```
 //!
 //! Telemetry wraps the whole stack. Inbound (SPEC 1.2): local rate limit
 //! (429 RL), then forward to the local application.
