@@ -12,7 +12,7 @@ use std::time::Duration;
 use mesh::gateway::{Gateway, GatewayConfig};
 use mesh_core::identity::Workload;
 
-use crate::sidecar::{Signals, runtime};
+use crate::serve;
 
 /// Arguments of `mesh gateway`.
 #[derive(clap::Args, Debug)]
@@ -61,19 +61,9 @@ fn parse_listen(value: &str) -> Result<(u16, SocketAddr), String> {
 
 /// Runs the gateway until SIGTERM or Ctrl-C, then drains.
 pub fn run(args: &Args) -> ExitCode {
-    let labels = match Workload::parse_labels(args.labels.iter().map(String::as_str)) {
+    let labels = match serve::labels("gateway", &args.labels) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("mesh gateway: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match runtime(args.concurrency) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("mesh gateway: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let mut config = GatewayConfig::new(args.config.clone());
     config.workload = Workload {
@@ -87,36 +77,19 @@ pub fn run(args: &Args) -> ExitCode {
     config.credentials_dir.clone_from(&args.credentials_dir);
     config.admin = args.admin;
     config.drain_timeout = Duration::from_secs(args.drain_timeout);
-    runtime.block_on(async move {
-        // Signal handlers first: a SIGTERM right after "listening" drains.
-        let signals = match Signals::install() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("mesh gateway: cannot install signal handlers: {e}");
-                return ExitCode::FAILURE;
+    serve::until_signal(
+        "gateway",
+        args.concurrency,
+        Gateway::start(config),
+        |gateway| {
+            for l in &gateway.listeners {
+                println!(
+                    "gateway port {} ({}) listening on {}",
+                    l.port, l.protocol, l.addr
+                );
             }
-        };
-        let gateway = match Gateway::start(config).await {
-            Ok(g) => g,
-            Err(e) => {
-                eprintln!("mesh gateway: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        for l in &gateway.listeners {
-            println!(
-                "gateway port {} ({}) listening on {}",
-                l.port, l.protocol, l.addr
-            );
-        }
-        println!("admin listening on {}", gateway.admin);
-        signals.wait().await;
-        eprintln!("mesh gateway: draining");
-        if gateway.shutdown().await {
-            ExitCode::SUCCESS
-        } else {
-            eprintln!("mesh gateway: drain deadline passed with requests in flight");
-            ExitCode::FAILURE
-        }
-    })
+            println!("admin listening on {}", gateway.admin);
+        },
+        async |gateway| gateway.shutdown().await,
+    )
 }

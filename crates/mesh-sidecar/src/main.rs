@@ -5,6 +5,7 @@
 
 mod explain;
 mod gateway;
+mod serve;
 mod sidecar;
 mod validate;
 

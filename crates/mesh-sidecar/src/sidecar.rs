@@ -9,6 +9,8 @@ use std::time::Duration;
 use mesh::sidecar::{Sidecar, SidecarConfig};
 use mesh_core::identity::Workload;
 
+use crate::serve;
+
 /// Arguments of `mesh sidecar`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -51,19 +53,9 @@ pub struct Args {
 
 /// Runs the sidecar until SIGTERM or Ctrl-C, then drains.
 pub fn run(args: &Args) -> ExitCode {
-    let labels = match Workload::parse_labels(args.labels.iter().map(String::as_str)) {
+    let labels = match serve::labels("sidecar", &args.labels) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("mesh sidecar: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match runtime(args.concurrency) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("mesh sidecar: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let mut config = SidecarConfig::new(args.config.clone());
     config.workload = Workload {
@@ -77,86 +69,22 @@ pub fn run(args: &Args) -> ExitCode {
     config.app = args.app;
     config.outbound_tcp.clone_from(&args.outbound_tcp);
     config.drain_timeout = Duration::from_secs(args.drain_timeout);
-    runtime.block_on(async move {
-        // Install the signal handlers before anything is printed: a SIGTERM
-        // that arrives right after "listening" must drain, not kill.
-        let signals = match Signals::install() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("mesh sidecar: cannot install signal handlers: {e}");
-                return ExitCode::FAILURE;
+    serve::until_signal(
+        "sidecar",
+        args.concurrency,
+        Sidecar::start(config),
+        |sidecar| {
+            println!("outbound listening on {}", sidecar.outbound);
+            if let Some(inbound) = sidecar.inbound {
+                println!("inbound listening on {inbound}");
             }
-        };
-        let sidecar = match Sidecar::start(config).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("mesh sidecar: {e}");
-                return ExitCode::FAILURE;
+            for ((host, port, _), addr) in args.outbound_tcp.iter().zip(&sidecar.outbound_tcp) {
+                println!("outbound-tcp {host}:{port} listening on {addr}");
             }
-        };
-        println!("outbound listening on {}", sidecar.outbound);
-        if let Some(inbound) = sidecar.inbound {
-            println!("inbound listening on {inbound}");
-        }
-        for ((host, port, _), addr) in args.outbound_tcp.iter().zip(&sidecar.outbound_tcp) {
-            println!("outbound-tcp {host}:{port} listening on {addr}");
-        }
-        println!("admin listening on {}", sidecar.admin);
-        signals.wait().await;
-        eprintln!("mesh sidecar: draining");
-        if sidecar.shutdown().await {
-            ExitCode::SUCCESS
-        } else {
-            eprintln!("mesh sidecar: drain deadline passed with requests in flight");
-            ExitCode::FAILURE
-        }
-    })
-}
-
-/// The multi-threaded runtime of a long-running command, with `concurrency`
-/// worker threads (default: the machine's cores). Shared by `mesh sidecar`
-/// and `mesh gateway`.
-pub(crate) fn runtime(concurrency: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(n) = concurrency {
-        builder.worker_threads(n.max(1));
-    }
-    builder.build()
-}
-
-/// SIGTERM and Ctrl-C, listening from the moment they are installed.
-/// Shared by `mesh sidecar` and `mesh gateway`.
-pub(crate) struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    pub(crate) fn install() -> std::io::Result<Signals> {
-        Ok(Signals {
-            #[cfg(unix)]
-            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
-            #[cfg(unix)]
-            interrupt: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
-        })
-    }
-
-    pub(crate) async fn wait(mut self) {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.term.recv() => {}
-                _ = self.interrupt.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+            println!("admin listening on {}", sidecar.admin);
+        },
+        async |sidecar| sidecar.shutdown().await,
+    )
 }
 
 /// Parses `--outbound-tcp HOST:PORT=ADDR` (`[v6]:PORT` hosts too).

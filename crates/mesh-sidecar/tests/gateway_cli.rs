@@ -11,131 +11,25 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
+mod process;
+
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use process::Mesh;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
-const DEADLINE: Duration = Duration::from_secs(15);
-
 // ---------------------------------------------------------------- process
-
-/// A running `mesh gateway`; killed on drop if still running.
-struct Mesh {
-    child: Child,
-    stdout: mpsc::UnboundedReceiver<String>,
-    stderr: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Mesh {
-    fn spawn(args: &[&str]) -> Mesh {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mesh"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mesh runs");
-        let (tx, stdout) = mpsc::unbounded_channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut err = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        });
-        Mesh {
-            child,
-            stdout,
-            stderr: Some(stderr),
-        }
-    }
-
-    /// Reads the ready lines up to `admin listening on ADDR`: each
-    /// listener's name (`gateway port 443 (HTTPS)`, `admin`) and address.
-    async fn listening(&mut self) -> BTreeMap<String, SocketAddr> {
-        let mut out = BTreeMap::new();
-        loop {
-            let line = tokio::time::timeout(DEADLINE, self.stdout.recv())
-                .await
-                .expect("timed out waiting for the gateway's ready lines");
-            let Some(line) = line else {
-                let status = self.wait_exit().await;
-                panic!("the gateway exited ({status}): {}", self.stderr());
-            };
-            let (name, addr) = line
-                .split_once(" listening on ")
-                .unwrap_or_else(|| panic!("unexpected stdout line {line:?}"));
-            let addr: SocketAddr = addr.parse().unwrap();
-            assert_eq!(addr.ip().to_string(), "127.0.0.1", "{line}");
-            assert_ne!(addr.port(), 0, "{line}");
-            out.insert(name.to_owned(), addr);
-            if name == "admin" {
-                return out;
-            }
-        }
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    async fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the gateway did not exit in time"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn stderr(&mut self) -> String {
-        self.stderr
-            .take()
-            .map(|t| t.join().unwrap())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 // ---------------------------------------------------------------- fixtures
 

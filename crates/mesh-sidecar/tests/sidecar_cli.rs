@@ -8,11 +8,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod process;
+
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,148 +21,11 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use process::{DEADLINE, Mesh};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, mpsc, watch};
-
-/// How long any bounded wait here may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(15);
+use tokio::sync::{Notify, watch};
 
 // ---------------------------------------------------------------- process
-
-/// A running `mesh` process: its stdout arrives line by line on a channel,
-/// its stderr is collected whole. Killed on drop if still running, so a
-/// failing test leaves nothing behind.
-struct Mesh {
-    child: Child,
-    stdout: mpsc::UnboundedReceiver<String>,
-    stderr: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Mesh {
-    fn spawn(args: &[&str]) -> Mesh {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mesh"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mesh runs");
-        let (tx, stdout) = mpsc::unbounded_channel();
-        let out = child.stdout.take().unwrap();
-        // Blocking pipe reads live on their own threads; they end at EOF,
-        // when the process exits.
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut err = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        });
-        Mesh {
-            child,
-            stdout,
-            stderr: Some(stderr),
-        }
-    }
-
-    /// The next stdout line, or `None` at EOF; fails after the deadline.
-    async fn next_line(&mut self) -> Option<String> {
-        tokio::time::timeout(DEADLINE, self.stdout.recv())
-            .await
-            .expect("timed out waiting for a line on the sidecar's stdout")
-    }
-
-    /// Reads the `outbound listening on ADDR` and `admin listening on ADDR`
-    /// lines (in any order) and returns both addresses.
-    async fn listening(&mut self) -> (SocketAddr, SocketAddr) {
-        let (mut outbound, mut admin) = (None, None);
-        while outbound.is_none() || admin.is_none() {
-            let Some(line) = self.next_line().await else {
-                let status = self.child.wait().unwrap();
-                panic!(
-                    "the sidecar exited ({status}) before listening: {}",
-                    self.stderr()
-                );
-            };
-            let (name, addr) = line
-                .split_once(" listening on ")
-                .unwrap_or_else(|| panic!("unexpected stdout line {line:?}"));
-            let addr: SocketAddr = addr
-                .parse()
-                .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
-            assert_eq!(addr.ip().to_string(), "127.0.0.1", "{line}");
-            assert_ne!(addr.port(), 0, "{line}");
-            match name {
-                "outbound" => outbound = Some(addr),
-                "admin" => admin = Some(addr),
-                other => panic!("unexpected listener {other:?} in {line:?}"),
-            }
-        }
-        (outbound.unwrap(), admin.unwrap())
-    }
-
-    /// Sends SIGTERM with the `kill` command.
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM failed: {status}");
-    }
-
-    /// The exit status if the process has exited.
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().unwrap()
-    }
-
-    /// Waits (bounded) for the process to exit.
-    async fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.exited() {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the sidecar did not exit in time"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Everything the process wrote on stderr; call once it has exited.
-    fn stderr(&mut self) -> String {
-        self.stderr
-            .take()
-            .map(|t| t.join().unwrap())
-            .unwrap_or_default()
-    }
-
-    /// Whatever is left on stdout; call once it has exited.
-    async fn rest_of_stdout(&mut self) -> Vec<String> {
-        let mut lines = Vec::new();
-        while let Some(line) = self.next_line().await {
-            lines.push(line);
-        }
-        lines
-    }
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 // ---------------------------------------------------------------- backend
 
@@ -308,7 +171,13 @@ async fn sigterm_finishes_the_request_in_flight_refuses_new_connections_and_exit
         "--drain-timeout",
         "10",
     ]);
-    let (outbound, admin) = mesh.listening().await;
+    let listeners = mesh.listening().await;
+    assert_eq!(
+        listeners.keys().collect::<Vec<_>>(),
+        ["admin", "outbound"],
+        "exactly the outbound and admin listeners"
+    );
+    let (outbound, admin) = (listeners["outbound"], listeners["admin"]);
     assert_ne!(outbound, admin);
 
     // Admin answers once the listeners are up.
