@@ -33,8 +33,9 @@ use mesh_resilience::retry::RetryLayer;
 use mesh_resilience::timeout::TimeoutLayer;
 use mesh_route::balance::InFlight;
 use mesh_route::decision::RouteDecision;
-use mesh_route::layer::Target;
+use mesh_route::layer::{Routed, Target};
 use mesh_route::random::SplitMix;
+use mesh_route::routing::RoutingTable;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceBuilder};
 
@@ -60,14 +61,23 @@ fn bare() -> impl Service<
     })
 }
 
+/// The table the bench requests were routed with (an empty one: the
+/// stages here only carry it).
+static TABLE: std::sync::LazyLock<Arc<RoutingTable>> = std::sync::LazyLock::new(|| {
+    Arc::new(RoutingTable::compile(Arc::new(
+        mesh_core::snapshot::Snapshot::empty(),
+    )))
+});
+
 /// A request as the route stage leaves it on a plain route.
 fn request() -> Request<Body> {
     let mut req = Request::new(empty());
     *req.uri_mut() = http::Uri::from_static("http://reviews.prod.svc.cluster.local/");
     let ext = req.extensions_mut();
-    ext.insert(RouteDecision::default_route(
-        "reviews.prod.svc.cluster.local",
-    ));
+    ext.insert(Routed {
+        decision: RouteDecision::default_route("reviews.prod.svc.cluster.local"),
+        table: Arc::clone(&TABLE),
+    });
     // The endpoint the balance stage chose (pool limits and outlier
     // detection key on it).
     ext.insert(Target {

@@ -25,7 +25,8 @@ use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use mesh_core::http::{Body, RESPONSE_FLAGS_HEADER, empty, local_reply};
-use mesh_route::decision::{AbortStatus, FaultSpec, RouteDecision};
+use mesh_route::decision::{AbortStatus, FaultSpec};
+use mesh_route::layer::route_decision;
 use mesh_route::random::SharedRandom;
 
 /// Layer of the fault stage.
@@ -107,10 +108,8 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let fault: Option<FaultSpec> = req
-            .extensions()
-            .get::<RouteDecision>()
-            .and_then(|d| d.policy.fault.clone());
+        let fault: Option<FaultSpec> =
+            route_decision(req.extensions()).and_then(|d| d.policy.fault.clone());
         let Some(fault) = fault else {
             return ResponseFuture {
                 inner: Inner::Pass {
@@ -265,7 +264,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use mesh_route::decision::{AbortSpec, DelaySpec, RoutePolicy};
+    use mesh_route::decision::{AbortSpec, DelaySpec, RouteDecision, RoutePolicy};
     use mesh_route::random::SplitMix;
     use tower::{Layer, ServiceExt};
 

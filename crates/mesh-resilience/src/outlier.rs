@@ -41,7 +41,8 @@
 //! The state lives in an [`Outliers`] registry keyed by destination (host,
 //! subset, port) and endpoint address, outside the configuration snapshot,
 //! so a reload (even one that reorders endpoints) keeps ejections. The
-//! registry is also the balance stage's [`EndpointHealth`]: the mesh stack
+//! registry is also the balance stage's
+//! [`EndpointHealth`](mesh_route::balance::EndpointHealth): the mesh stack
 //! passes the same registry to `BalanceLayer::with_health` and to
 //! [`OutlierLayer::per_destination`]. Sweeps run lazily, on the requests
 //! that look at a destination, on tokio's clock; when nothing is ejected a
@@ -85,7 +86,7 @@ use mesh_core::http::{Body, RESPONSE_FLAGS_HEADER};
 pub use self::policy::{
     DEFAULT_BASE_EJECTION_TIME, DEFAULT_CONSECUTIVE_5XX, DEFAULT_CONSECUTIVE_LOCAL_ORIGIN,
     DEFAULT_INTERVAL, DEFAULT_MAX_EJECTION_PERCENT, DEFAULT_MAX_EJECTION_TIME, OutlierPolicy,
-    OutlierPolicyError, destination_policy, in_panic, may_eject,
+    OutlierPolicyError, configures_outlier_detection, destination_policy, in_panic, may_eject,
 };
 pub use self::registry::{HostStatus, Outliers};
 use self::registry::{Outcome, Pending};

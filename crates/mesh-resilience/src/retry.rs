@@ -42,6 +42,15 @@
 //!   it (as they propagate trace headers) along a chain A -> B -> C, only
 //!   B's first-try work may be retried by B: the load on C grows by the
 //!   sum of the hops' retries, not their product.
+//! - **What a retry carries**: the first try's method, URI, version and
+//!   headers (copied before it is sent), and of its extensions only those
+//!   the stages below read: the route decision with its table, the
+//!   caller's address and the deadline. Other extensions stay with the
+//!   first try, as Envoy builds a retry from the route, not from the first
+//!   try. Retries prefer endpoints not tried before; the balance stage
+//!   names a try's endpoint on a response that may be retried
+//!   ([`PickedEndpoint`]), so the record of tried endpoints is made only
+//!   when a retry is.
 //! - **What the caller sees**: the last try's response, unchanged; when
 //!   retries were used up on a retriable failure, `URX` is added to
 //!   `x-mesh-response-flags` (`UF,URX` after refused connections). A last
@@ -68,20 +77,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::UPGRADE;
-use http::{
-    Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version,
-};
+use http::header::{HOST, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use mesh_core::http::{
-    Body, BoxError, FailureKind, LocalFailure, MeshError, RESPONSE_FLAGS_HEADER, boxed, empty,
-    is_grpc,
+    Body, BoxError, FailureKind, LocalFailure, MeshError, Peer, RESPONSE_FLAGS_HEADER, boxed,
+    empty, is_grpc,
 };
 use mesh_route::decision::{
     BudgetSpec, DestinationKey, RetryOn, RetrySpec, RouteDecision, RoutePolicy,
 };
-use mesh_route::layer::{BoxFuture, PreviousAttempts, RoutedWith};
+use mesh_route::layer::{BoxFuture, PickedEndpoint, PreviousAttempts, Routed, RoutedWith};
 use mesh_route::random::{SharedRandom, default_random};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -349,7 +356,13 @@ static NO_DESTINATION: LazyLock<DestinationKey> = LazyLock::new(|| DestinationKe
 impl<S> Retry<S> {
     /// The plan for `req`, or `None` when it is sent once as it is.
     fn plan(&self, req: &Request<Body>) -> Option<Plan> {
-        let decision = req.extensions().get::<RouteDecision>();
+        // The route stage's decision and table (one lookup), else the
+        // parts put in alone (`mesh_route::layer::routed`).
+        let routed = req.extensions().get::<Routed>();
+        let decision = match routed {
+            Some(r) => Some(&r.decision),
+            None => req.extensions().get::<RouteDecision>(),
+        };
         let spec = match &self.layer.source {
             Source::Fixed(s) => SpecRef::Fixed(Arc::clone(s)),
             Source::FromRoute => {
@@ -393,7 +406,10 @@ impl<S> Retry<S> {
             .or_else(|| {
                 // A VirtualService route to a host with a ServiceProfile:
                 // the profile's budget caps its retries too.
-                let RoutedWith(table) = req.extensions().get::<RoutedWith>()?;
+                let table = match routed {
+                    Some(r) => &r.table,
+                    None => &req.extensions().get::<RoutedWith>()?.0,
+                };
                 table.profile(&destination.host)?.budget()
             })
             .or(self.layer.default_budget);
@@ -597,30 +613,145 @@ struct Template {
     method: Method,
     uri: Uri,
     version: Version,
-    headers: HeaderMap,
-    extensions: Extensions,
+    /// The headers as the map yields them (each value, in order): one
+    /// allocation where a `HeaderMap` clone takes two (its entries and its
+    /// index); a retry rebuilds the map from them, so it carries the same
+    /// headers in the same order as the first try.
+    headers: Vec<(HeaderName, HeaderValue)>,
+    carried: Carried,
+    /// The endpoints tried so far, shared with the balance stage of each
+    /// try: made before the first try when the policy needs it there (see
+    /// [`tagged_picks_suffice`]), else at the first retry.
+    attempts: Option<PreviousAttempts>,
+    /// `retryIgnorePreviousHosts`: whether retries avoid tried endpoints.
+    avoid_tried: bool,
+}
+
+/// The request extensions a retry carries over from the first try, by
+/// type: what the stages below this one read (the route decision and its
+/// table, the caller's address for source-IP hashing) and the deadline.
+///
+/// Other extensions of the first try are not carried to retries, as Envoy
+/// builds each retry from the route rather than from the first try: a
+/// copy of the whole extension map cost an allocation per extension on
+/// every request, retried or not. A stage below this one that reads a new
+/// request extension must be added here.
+struct Carried {
+    /// The route stage's decision and table.
+    routed: Option<Routed>,
+    /// A decision put in alone (the stage used without the route stage).
+    decision: Option<RouteDecision>,
+    /// A table put in alone.
+    table: Option<RoutedWith>,
+    peer: Option<Peer>,
+    deadline: Option<RequestDeadline>,
+}
+
+impl Carried {
+    fn of(extensions: &http::Extensions, deadline: Option<Instant>) -> Carried {
+        let routed = extensions.get::<Routed>().cloned();
+        let (decision, table) = match routed {
+            Some(_) => (None, None),
+            None => (
+                extensions.get::<RouteDecision>().cloned(),
+                extensions.get::<RoutedWith>().cloned(),
+            ),
+        };
+        Carried {
+            routed,
+            decision,
+            table,
+            peer: extensions.get::<Peer>().copied(),
+            deadline: deadline.map(RequestDeadline),
+        }
+    }
+
+    fn put(&self, extensions: &mut http::Extensions) {
+        if let Some(routed) = &self.routed {
+            extensions.insert(routed.clone());
+        }
+        if let Some(decision) = &self.decision {
+            extensions.insert(decision.clone());
+        }
+        if let Some(table) = &self.table {
+            extensions.insert(table.clone());
+        }
+        if let Some(peer) = self.peer {
+            extensions.insert(peer);
+        }
+        if let Some(deadline) = self.deadline {
+            extensions.insert(deadline);
+        }
+    }
+}
+
+/// Whether, under `spec`, every try that may be retried reports its
+/// endpoint in its response's [`PickedEndpoint`], so the record of tried
+/// endpoints can wait for the first retry. Not when a try may be retried
+/// without a response (a per-try timeout) or on a response the balance
+/// stage does not mark (a status below 400 without `grpc-status`: a listed
+/// code below 400, `envoy-ratelimited` on any status, or ServiceProfile
+/// response classes, which may call any status a failure); then the
+/// record goes with the first try.
+fn tagged_picks_suffice(spec: &RetrySpec) -> bool {
+    spec.per_try_timeout.is_none()
+        && spec.classes.is_none()
+        && !spec
+            .retry_on
+            .iter()
+            .any(|r| matches!(r, RetryOn::EnvoyRatelimited | RetryOn::Status(0..400)))
 }
 
 impl Template {
-    /// A copy of the head of a request.
-    fn of(parts: &http::request::Parts) -> Template {
+    /// The head of a request about to be sent as the first try; when the
+    /// policy needs it there, the record of tried endpoints goes into the
+    /// first try's extensions too.
+    fn of(parts: &mut http::request::Parts, plan: &Plan) -> Template {
+        let spec = plan.spec.get();
+        let avoid_tried = spec.retry_ignore_previous_hosts;
+        let attempts = (avoid_tried && !tagged_picks_suffice(spec)).then(|| {
+            let attempts = PreviousAttempts::new(true);
+            parts.extensions.insert(attempts.clone());
+            attempts
+        });
         Template {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             version: parts.version,
-            headers: parts.headers.clone(),
-            extensions: parts.extensions.clone(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+            carried: Carried::of(&parts.extensions, plan.deadline),
+            attempts,
+            avoid_tried,
         }
+    }
+
+    /// Before a retry: starts the record of tried endpoints if the first
+    /// try went without one, with the endpoint its response names.
+    fn remember(&mut self, outcome: &Outcome) {
+        if !self.avoid_tried || self.attempts.is_some() {
+            return;
+        }
+        let attempts = PreviousAttempts::new(true);
+        if let Outcome::Response(resp) = outcome
+            && let Some(PickedEndpoint(index)) = resp.extensions().get::<PickedEndpoint>()
+        {
+            attempts.record(*index);
+        }
+        self.attempts = Some(attempts);
     }
 
     /// The connection pool of the destination this request is routed to.
     fn pool(&self, pools: &PoolRegistry) -> Option<Arc<DestinationPool>> {
         let mut probe = Request::new(());
         *probe.uri_mut() = self.uri.clone();
-        if let Some(host) = self.headers.get(http::header::HOST) {
-            probe.headers_mut().insert(http::header::HOST, host.clone());
+        if let Some((_, host)) = self.headers.iter().find(|(name, _)| name == HOST) {
+            probe.headers_mut().insert(HOST, host.clone());
         }
-        *probe.extensions_mut() = self.extensions.clone();
+        self.carried.put(probe.extensions_mut());
         pools.pool_for(&probe)
     }
 
@@ -629,17 +760,23 @@ impl Template {
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
-        *req.extensions_mut() = self.extensions.clone();
-        req.headers_mut()
-            .insert(RETRY_MARKER, HeaderValue::from(retry));
+        let mut headers = HeaderMap::with_capacity(self.headers.len() + 1);
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        headers.insert(RETRY_MARKER, HeaderValue::from(retry));
+        *req.headers_mut() = headers;
+        self.carried.put(req.extensions_mut());
+        if let Some(attempts) = &self.attempts {
+            req.extensions_mut().insert(attempts.clone());
+        }
         req
     }
 }
 
 /// The first try's request (the caller's, with a replayable body) and
-/// what later tries are built from. Headers and extensions are copied once
-/// here, for a retry that may follow.
+/// what later tries are built from. The head is copied once here, for a
+/// retry that may follow.
 struct Prepared {
     plan: Plan,
     template: Template,
@@ -651,11 +788,8 @@ struct Prepared {
 /// ([`BodyPlan::Empty`] or [`BodyPlan::Tee`]).
 fn prepare(plan: Plan, req: Request<Body>) -> (Request<Body>, Prepared) {
     let (mut parts, body) = req.into_parts();
-    if plan.spec.get().retry_ignore_previous_hosts {
-        parts.extensions.insert(PreviousAttempts::new(true));
-    }
     let grpc = is_grpc(&parts.headers);
-    let template = Template::of(&parts);
+    let template = Template::of(&mut parts, &plan);
     let (first, replay) = match plan.body {
         BodyPlan::Tee => {
             let (tx, rx) = oneshot::channel();
@@ -685,11 +819,8 @@ where
 {
     let (first, p) = if plan.body == BodyPlan::Collect {
         let (mut parts, body) = req.into_parts();
-        if plan.spec.get().retry_ignore_previous_hosts {
-            parts.extensions.insert(PreviousAttempts::new(true));
-        }
         let grpc = is_grpc(&parts.headers);
-        let template = Template::of(&parts);
+        let template = Template::of(&mut parts, &plan);
         let (first, replay) = match collect(body).await {
             Ok(pair) => pair,
             Err(e) => {
@@ -733,7 +864,7 @@ where
 async fn retry_loop<S>(
     mut svc: S,
     plan: Plan,
-    template: Template,
+    mut template: Template,
     mut replay: Replay,
     grpc: bool,
     mut outcome: Outcome,
@@ -795,6 +926,7 @@ where
             // Refused by the budget: the failure as it is, no deposit.
             return Ok(outcome.into_response(grpc, false));
         }
+        template.remember(&outcome);
         drop(outcome);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;

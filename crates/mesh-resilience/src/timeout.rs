@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, Request, Response};
 use mesh_core::http::{Body, MeshError};
-use mesh_route::decision::RouteDecision;
+use mesh_route::layer::route_decision;
 
 /// Where a request's deadline comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -156,10 +156,9 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let route = match self.policy {
             TimeoutPolicy::Fixed(d) => Some(d),
-            TimeoutPolicy::FromRoute => req
-                .extensions()
-                .get::<RouteDecision>()
-                .and_then(|d| d.policy.timeout),
+            TimeoutPolicy::FromRoute => {
+                route_decision(req.extensions()).and_then(|d| d.policy.timeout)
+            }
         };
         let timeout = effective_timeout(route, req.headers());
         let grpc = mesh_core::http::is_grpc(req.headers());

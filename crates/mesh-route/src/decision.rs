@@ -1,6 +1,8 @@
 //! The route decision: what the route stage decided for one request, stored
-//! in the request's extensions and read by the layers below it (fault,
-//! mirror, timeout, retry, balance; SPEC 1.1).
+//! in the request's extensions (with the table it was made with, as one
+//! [`Routed`](crate::layer::Routed)) and read by the layers below it
+//! (fault, mirror, timeout, retry, balance; SPEC 1.1) through
+//! [`route_decision`](crate::layer::route_decision).
 //!
 //! Everything here is compiled once per rule when a snapshot is built; a
 //! decision for a request is a handful of `Arc` clones. Policies are plain

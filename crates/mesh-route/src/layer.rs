@@ -3,7 +3,8 @@
 //! [`RouteLayer`] decides (SPEC 1.1 steps 1, 2, 4, 5 and 10): it matches the
 //! request against the current [`RoutingTable`], answers redirects, direct
 //! responses and "no route" itself, applies the rule's rewrite and header
-//! edits, and leaves the [`RouteDecision`] in the request's extensions.
+//! edits, and leaves the [`RouteDecision`] with the table it was made with
+//! in the request's extensions (one [`Routed`]).
 //! [`BalanceLayer`] then picks the endpoint (step 7) and leaves a [`Target`]
 //! for the connector. Both read their inputs from extensions and do nothing
 //! else, so the resilience layers slot in between them unchanged.
@@ -41,7 +42,7 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwap;
 use http::header::{HOST, LOCATION};
 use http::uri::{Authority, Parts as UriParts};
-use http::{HeaderValue, Request, Response, Uri};
+use http::{Extensions, HeaderValue, Request, Response, StatusCode, Uri};
 use mesh_core::host::strip_port;
 use mesh_core::http::{Body, MeshError, Peer, full};
 use mesh_core::identity::Workload;
@@ -155,10 +156,71 @@ pub struct Route<S> {
     layer: RouteLayer,
 }
 
-/// The table a request was routed with, so later stages see the same
+/// What the route stage leaves in a forwarded request's extensions: its
+/// decision and the table it was made with, so later stages see the same
 /// snapshot even if a reload lands mid-request.
+///
+/// One extension rather than two because the two always travel together:
+/// each insert costs the extension map a boxed value (and, past three
+/// entries, a larger table), and each reader a lookup. Read it with
+/// [`routed`], [`route_decision`] or [`routed_table`], which also accept
+/// the parts put in alone.
+#[derive(Clone)]
+pub struct Routed {
+    /// The route decision.
+    pub decision: RouteDecision,
+    /// The table it was made with.
+    pub table: Arc<RoutingTable>,
+}
+
+/// A table put in a request's extensions alone, next to a bare
+/// [`RouteDecision`]: how a stage below routing is driven without the
+/// route stage (tests, benches). The route stage itself leaves a
+/// [`Routed`].
 #[derive(Clone)]
 pub struct RoutedWith(pub Arc<RoutingTable>);
+
+/// The route decision and table of a request: the route stage's
+/// [`Routed`], else a bare [`RouteDecision`] and [`RoutedWith`].
+pub fn routed(extensions: &Extensions) -> Option<(&RouteDecision, &Arc<RoutingTable>)> {
+    match extensions.get::<Routed>() {
+        Some(r) => Some((&r.decision, &r.table)),
+        None => Some((
+            extensions.get::<RouteDecision>()?,
+            &extensions.get::<RoutedWith>()?.0,
+        )),
+    }
+}
+
+/// The route decision of a request: the route stage's [`Routed`], else a
+/// bare [`RouteDecision`] (a layer used without the route stage).
+pub fn route_decision(extensions: &Extensions) -> Option<&RouteDecision> {
+    match extensions.get::<Routed>() {
+        Some(r) => Some(&r.decision),
+        None => extensions.get::<RouteDecision>(),
+    }
+}
+
+/// The table a request was routed with: the route stage's [`Routed`], else
+/// a bare [`RoutedWith`].
+pub fn routed_table(extensions: &Extensions) -> Option<&Arc<RoutingTable>> {
+    match extensions.get::<Routed>() {
+        Some(r) => Some(&r.table),
+        None => extensions.get::<RoutedWith>().map(|r| &r.0),
+    }
+}
+
+/// Replaces a request's route decision in the form it carries it (inside
+/// its [`Routed`], else bare), keeping the table; for a stage that sends a
+/// request on with another decision (a mirror copy).
+pub fn set_route_decision(extensions: &mut Extensions, decision: RouteDecision) {
+    match extensions.get_mut::<Routed>() {
+        Some(r) => r.decision = decision,
+        None => {
+            extensions.insert(decision);
+        }
+    }
+}
 
 impl<S> tower::Service<Request<Body>> for Route<S>
 where
@@ -207,8 +269,10 @@ where
                 None => table.decide(&view, &*self.layer.routes.random),
             }
         };
+        // Borrowed, not cloned: the decision moves into the extensions only
+        // after the request is edited.
         let forward = match &decision.action {
-            RouteAction::Forward(f) => f.clone(),
+            RouteAction::Forward(f) => f,
             RouteAction::Redirect { status, location } => {
                 let mut resp = Response::new(full(""));
                 *resp.status_mut() = *status;
@@ -246,8 +310,7 @@ where
             set_uri_authority(req.uri_mut(), None);
         }
         let response_edits = Arc::clone(&forward.response_headers);
-        req.extensions_mut().insert(decision);
-        req.extensions_mut().insert(RoutedWith(table));
+        req.extensions_mut().insert(Routed { decision, table });
         let mut inner = self.inner.clone();
         std::mem::swap(&mut inner, &mut self.inner);
         RouteFuture {
@@ -505,10 +568,7 @@ fn dial_authority(address: &str, port: u32) -> Arc<str> {
 
 impl<S> Balance<S> {
     fn target(&self, req: &Request<Body>) -> Result<(Target, Option<PickedHealth>), MeshError> {
-        let (Some(decision), Some(RoutedWith(table))) = (
-            req.extensions().get::<RouteDecision>(),
-            req.extensions().get::<RoutedWith>(),
-        ) else {
+        let Some((decision, table)) = routed(req.extensions()) else {
             return Err(MeshError::NoRoute);
         };
         let Some(forward) = decision.forward() else {
@@ -597,7 +657,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = RouteFuture<S::Future>;
+    type Future = BalanceFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -606,21 +666,88 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         match self.target(&req) {
             Ok((target, health)) => {
+                // A passthrough target (the detached guard) is no endpoint
+                // of a balancer: nothing for a retry to avoid.
+                let endpoint =
+                    (!Arc::ptr_eq(&target.guard, &self.detached)).then_some(target.endpoint);
                 req.extensions_mut().insert(target);
                 if let Some(health) = health {
                     req.extensions_mut().insert(health);
                 }
                 let mut inner = self.inner.clone();
                 std::mem::swap(&mut inner, &mut self.inner);
-                RouteFuture {
-                    state: RouteState::Call {
-                        inner: inner.call(req),
-                        edits: None,
+                BalanceFuture {
+                    route: RouteFuture {
+                        state: RouteState::Call {
+                            inner: inner.call(req),
+                            edits: None,
+                        },
                     },
+                    endpoint,
                 }
             }
-            Err(e) => RouteFuture::reply(e.reply_to(req.headers())),
+            Err(e) => BalanceFuture {
+                route: RouteFuture::reply(e.reply_to(req.headers())),
+                endpoint: None,
+            },
         }
+    }
+}
+
+/// Response extension the balance stage leaves on every response that may
+/// be retried: the endpoint (its index in the balancer) the attempt was
+/// sent to, so the retry stage learns which endpoint to avoid only when a
+/// retry happens, instead of handing every request a shared record
+/// ([`PreviousAttempts`]) up front.
+///
+/// "May be retried" is decided without the retry policy, by what any
+/// policy's conditions look at: a status of 400 or above, or a
+/// `grpc-status` header (a gRPC trailers-only response); every reply the
+/// mesh makes for a failed attempt has one of the two (a gRPC caller's
+/// carries a `grpc-status`). A plain success carries nothing, so it costs
+/// no allocation. A policy that can
+/// retry anything else (a per-try timeout, a listed status below 400,
+/// `envoy-ratelimited`, ServiceProfile response classes) still gets a
+/// [`PreviousAttempts`] up front from the retry stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PickedEndpoint(pub usize);
+
+/// `grpc-status`, parsed once.
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+/// Whether a response is one [`PickedEndpoint`] is left on. The header
+/// names are compared in turn rather than looked up: a response has a
+/// handful, and a lookup hashes the name first (about twice the cost).
+fn may_be_retried(resp: &Response<Body>) -> bool {
+    resp.status() >= StatusCode::BAD_REQUEST || resp.headers().keys().any(|n| *n == GRPC_STATUS)
+}
+
+pin_project_lite::pin_project! {
+    /// The balance stage's future: the inner call (or the stage's own
+    /// reply), whose response gets a [`PickedEndpoint`] when it may be
+    /// retried. Held inline: no allocation per request.
+    pub struct BalanceFuture<F> {
+        #[pin]
+        route: RouteFuture<F>,
+        endpoint: Option<usize>,
+    }
+}
+
+impl<F, E> Future for BalanceFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = std::task::ready!(this.route.poll(cx))?;
+        if let Some(index) = *this.endpoint
+            && may_be_retried(&resp)
+        {
+            resp.extensions_mut().insert(PickedEndpoint(index));
+        }
+        Poll::Ready(Ok(resp))
     }
 }
 
@@ -628,11 +755,14 @@ where
 /// prefers an endpoint not tried before (Istio's
 /// `retryIgnorePreviousHosts`, default on; SPEC 4.6).
 ///
-/// The retry layer puts one in the extensions of every attempt of a request
-/// that may be retried; the balance stage passes the endpoints recorded so
-/// far as [`PickRequest::avoid`] and records its own pick. Consistent-hash
-/// policies ignore the avoid list (a retry goes to the same endpoint). Clones
-/// share the record; at most [`PreviousAttempts::MAX`] picks are kept.
+/// The retry layer puts one in the extensions of every retry, made when
+/// the first retry is (with the first try's endpoint, from its response's
+/// [`PickedEndpoint`]), and of first tries only where a policy can retry a
+/// try whose response carries no [`PickedEndpoint`]; the balance stage
+/// passes the endpoints recorded so far as [`PickRequest::avoid`] and
+/// records its own pick. Consistent-hash policies ignore the avoid list (a
+/// retry goes to the same endpoint). Clones share the record; at most
+/// [`PreviousAttempts::MAX`] picks are kept.
 ///
 /// ```
 /// use mesh_route::layer::PreviousAttempts;
@@ -713,7 +843,152 @@ impl PreviousAttempts {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
+    use tokio::sync::Mutex;
+
+    use mesh_core::load::{LoadOptions, load_str};
+    use mesh_core::snapshot::Snapshot;
+    use tower::{Layer, Service, ServiceExt};
+
     use super::*;
+    use crate::random::SplitMix;
+
+    /// A service `upstream` with two endpoints, routed by a VirtualService.
+    const MESH: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+        metadata: { name: upstream, namespace: default }\nspec:\n  hosts: [upstream]\n\
+        \x20 resolution: STATIC\n  ports: [{ number: 80, name: http, protocol: HTTP }]\n\
+        \x20 endpoints: [{ address: 10.0.0.1 }, { address: 10.0.0.2 }]\n---\n\
+        apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+        metadata: { name: upstream, namespace: default }\nspec:\n  hosts: [upstream]\n\
+        \x20 http: [{ route: [{ destination: { host: upstream } }] }]\n";
+
+    /// What the service below the balance stage saw of one request.
+    #[derive(Debug)]
+    struct Below {
+        extensions: usize,
+        routed: bool,
+        bare: bool,
+        endpoint: usize,
+    }
+
+    /// Route and balance stages over a service that records what it saw
+    /// and answers with the status and headers the request's
+    /// `x-answer` names (`503`, `grpc`, else 200).
+    fn stages(
+        seen: Arc<Mutex<Vec<Below>>>,
+    ) -> impl tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible> {
+        let loaded = load_str("mesh.yaml", MESH, &LoadOptions::default());
+        assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
+        let table = RoutingTable::compile(Arc::new(Snapshot::compile(1, loaded)));
+        let random: SharedRandom = Arc::new(SplitMix::seeded(3));
+        let routes = Routes::new(Arc::new(ArcSwap::from_pointee(table)), Arc::clone(&random));
+        let route = RouteLayer::new(routes, Arc::new(Workload::default()));
+        let balance = BalanceLayer::new(Arc::new(Balancers::new(random)));
+        let below = tower::service_fn(move |req: Request<Body>| {
+            let ext = req.extensions();
+            seen.try_lock().unwrap().push(Below {
+                extensions: ext.len(),
+                routed: ext.get::<Routed>().is_some(),
+                bare: ext.get::<RouteDecision>().is_some() || ext.get::<RoutedWith>().is_some(),
+                endpoint: ext.get::<Target>().unwrap().endpoint,
+            });
+            let mut resp = Response::new(full(""));
+            match req.headers().get("x-answer").map(HeaderValue::as_bytes) {
+                Some(b"503") => *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE,
+                Some(b"grpc") => {
+                    resp.headers_mut()
+                        .insert(GRPC_STATUS, HeaderValue::from_static("14"));
+                }
+                _ => {}
+            }
+            std::future::ready(Ok::<_, Infallible>(resp))
+        });
+        route.layer(balance.layer(below))
+    }
+
+    fn request(answer: &'static str) -> Request<Body> {
+        Request::get("/")
+            .header(HOST, "upstream")
+            .header("x-answer", answer)
+            .body(mesh_core::http::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_route_stage_leaves_one_extension_and_the_balance_stage_one_more() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut svc = stages(Arc::clone(&seen));
+        let resp = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(request("200"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let seen = seen.try_lock().unwrap();
+        // The decision and its table in one `Routed`, then the `Target`.
+        assert_eq!(seen[0].extensions, 2);
+        assert!(seen[0].routed && !seen[0].bare);
+    }
+
+    #[tokio::test]
+    async fn responses_that_may_be_retried_name_the_endpoint_they_came_from() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut svc = stages(Arc::clone(&seen));
+        for (answer, tagged) in [("200", false), ("503", true), ("grpc", true)] {
+            let resp = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(request(answer))
+                .await
+                .unwrap();
+            let endpoint = seen.try_lock().unwrap().last().unwrap().endpoint;
+            let expected = tagged.then_some(PickedEndpoint(endpoint));
+            assert_eq!(
+                resp.extensions().get::<PickedEndpoint>().copied(),
+                expected,
+                "{answer}"
+            );
+        }
+        // A plain success gets no extension (so nothing is allocated).
+        let resp = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(request("200"))
+            .await
+            .unwrap();
+        assert!(resp.extensions().is_empty());
+    }
+
+    #[test]
+    fn routing_parts_are_read_from_routed_or_put_in_alone() {
+        let table = Arc::new(RoutingTable::compile(Arc::new(Snapshot::empty())));
+        let decision = RouteDecision::default_route("a.default.svc.cluster.local");
+        let mut ext = Extensions::new();
+        assert!(route_decision(&ext).is_none() && routed(&ext).is_none());
+        // Alone: a bare decision is read; both parts make a pair.
+        ext.insert(decision.clone());
+        assert_eq!(route_decision(&ext), Some(&decision));
+        assert!(routed(&ext).is_none() && routed_table(&ext).is_none());
+        ext.insert(RoutedWith(Arc::clone(&table)));
+        assert!(routed(&ext).is_some_and(|(d, t)| *d == decision && Arc::ptr_eq(t, &table)));
+        // The route stage's `Routed` comes first; a new decision replaces
+        // the one it holds, keeping its table.
+        let mut ext = Extensions::new();
+        ext.insert(Routed {
+            decision: decision.clone(),
+            table: Arc::clone(&table),
+        });
+        let other = RouteDecision::default_route("b.default.svc.cluster.local");
+        set_route_decision(&mut ext, other.clone());
+        assert_eq!(route_decision(&ext), Some(&other));
+        assert!(ext.get::<RouteDecision>().is_none());
+        assert!(routed_table(&ext).is_some_and(|t| Arc::ptr_eq(t, &table)));
+    }
 
     #[test]
     fn the_original_destination_gets_port_80_when_it_names_none() {

@@ -9,13 +9,15 @@
 //! delays, alters or slows the primary; a mirror copy is never retried.
 //!
 //! [`MirrorLayer`] sits between the route stage and the balance stage. It
-//! reads the [`RouteDecision`] in the request's extensions and, for each of
-//! the rule's [`MirrorSpec`]s, draws `chance(percent)` from the injectable
-//! [`RandomSource`](crate::random::RandomSource). Each copy that fires is
-//! sent through the *same* inner service (so it is balanced and connected
-//! like any request) on a spawned task, with a cloned decision whose
-//! destination is the mirror's and whose retries are off, and with `-shadow`
-//! appended to the host part of its Host (see [`ShadowHost`]).
+//! reads the [`RouteDecision`] in the request's extensions (see
+//! [`route_decision`]) and, for each of the rule's
+//! [`MirrorSpec`](crate::decision::MirrorSpec)s, draws `chance(percent)`
+//! from the injectable [`RandomSource`](crate::random::RandomSource). Each
+//! copy that fires is sent through the *same* inner service (so it is
+//! balanced and connected like any request) on a spawned task, with a
+//! cloned decision whose destination is the mirror's and whose retries are
+//! off, and with `-shadow` appended to the host part of its Host (see
+//! [`ShadowHost`]).
 //!
 //! Bodies are teed, never buffered whole: the primary body streams on
 //! untouched while each data frame is also offered to a small bounded queue
@@ -59,6 +61,7 @@ use tower::ServiceExt;
 use crate::decision::{
     DestinationKey, Forward, RetrySpec, RouteAction, RouteDecision, RoutePolicy,
 };
+use crate::layer::{route_decision, set_route_decision};
 use crate::random::SharedRandom;
 
 /// How much body, by default, may wait for one mirror before its copy is
@@ -178,10 +181,8 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> S::Future {
-        let has_mirrors = req
-            .extensions()
-            .get::<RouteDecision>()
-            .is_some_and(|d| !d.policy.mirrors.is_empty());
+        let has_mirrors =
+            route_decision(req.extensions()).is_some_and(|d| !d.policy.mirrors.is_empty());
         let req = if has_mirrors { self.emit(req) } else { req };
         self.inner.call(req)
     }
@@ -239,14 +240,17 @@ where
             *copy.version_mut() = parts.version;
             *copy.headers_mut() = headers.clone();
             *copy.extensions_mut() = parts.extensions.clone();
-            copy.extensions_mut().insert(RouteDecision {
-                route: fired.decision.route.clone(),
-                action: RouteAction::Forward(Forward {
-                    destination,
-                    ..fired.forward.clone()
-                }),
-                policy: Arc::clone(&policy),
-            });
+            set_route_decision(
+                copy.extensions_mut(),
+                RouteDecision {
+                    route: fired.decision.route.clone(),
+                    action: RouteAction::Forward(Forward {
+                        destination,
+                        ..fired.forward.clone()
+                    }),
+                    policy: Arc::clone(&policy),
+                },
+            );
             copy.extensions_mut().insert(MirroredRequest);
             let svc = self.inner.clone();
             runtime.spawn(Discard {
@@ -260,7 +264,7 @@ where
     /// One draw per mirror, in config order; `None` when nothing fired.
     /// Allocates only for copies that fire.
     fn draw(&self, req: &Request<Body>) -> Option<Fired> {
-        let decision = req.extensions().get::<RouteDecision>()?;
+        let decision = route_decision(req.extensions())?;
         let forward = decision.forward()?;
         let mut destinations = Vec::new();
         for mirror in &decision.policy.mirrors {
@@ -588,8 +592,8 @@ mod tests {
         }
     }
 
-    /// A request as the route stage leaves it: Host set, decision in the
-    /// extensions, with `mirrors`.
+    /// A request as the route stage leaves it: Host set, decision (with
+    /// the table it was made with) in the extensions, with `mirrors`.
     fn routed(body: Body, mirrors: Vec<MirrorSpec>) -> Request<Body> {
         let mut decision = RouteDecision::default_route("httpbin.default.svc.cluster.local");
         if let RouteAction::Forward(f) = &mut decision.action {
@@ -604,7 +608,12 @@ mod tests {
             .insert(HOST, HeaderValue::from_static("httpbin:8000"));
         req.headers_mut()
             .insert("x-test", HeaderValue::from_static("yes"));
-        req.extensions_mut().insert(decision);
+        let table =
+            crate::routing::RoutingTable::compile(Arc::new(mesh_core::snapshot::Snapshot::empty()));
+        req.extensions_mut().insert(crate::layer::Routed {
+            decision,
+            table: Arc::new(table),
+        });
         req
     }
 
@@ -634,8 +643,7 @@ mod tests {
     }
 
     fn subset_of(req: &Request<Body>) -> Option<Arc<str>> {
-        req.extensions()
-            .get::<RouteDecision>()
+        route_decision(req.extensions())
             .and_then(|d| d.forward())
             .and_then(|f| f.destination.subset.clone())
     }
@@ -655,7 +663,7 @@ mod tests {
         service_fn(move |req: Request<Body>| {
             let tx = tx.clone();
             async move {
-                let decision = req.extensions().get::<RouteDecision>().cloned();
+                let decision = route_decision(req.extensions()).cloned();
                 let subset = subset_of(&req);
                 let (parts, body) = req.into_parts();
                 let (body, trailers) = match body.collect().await {

@@ -19,7 +19,7 @@
 //! shares one pool, outlier and budget entry, as Envoy's PassthroughCluster
 //! does, instead of leaving per-host state behind.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -30,7 +30,10 @@ use mesh_core::schema::istio_networking::{
     LoadBalancerSettings, ServiceEntryResolution, ServicePort,
 };
 use mesh_core::schema::istio_operator::OutboundMode;
-use mesh_core::snapshot::{Endpoint, Index, Snapshot};
+// Every per-request map here is foldhash's: a request hashes a host name
+// and a destination key on its way, and SipHash cost ~600 instructions
+// per request for that (keys come from configuration; still seeded).
+use mesh_core::snapshot::{Endpoint, HashMap, Index, Snapshot};
 
 use crate::balance::{Balancer, LbPolicy};
 use crate::decision::{DestinationKey, RouteDecision};
@@ -110,9 +113,10 @@ pub fn outbound_traffic_mode(index: &Index) -> OutboundMode {
 impl RoutingTable {
     /// Compiles the sidecar VirtualServices of `snapshot`.
     pub fn compile(snapshot: Arc<Snapshot>) -> RoutingTable {
-        let mut compiled: HashMap<*const Resource, Arc<CompiledVirtualService>> = HashMap::new();
-        let mut exact = HashMap::new();
-        let mut wildcard = HashMap::new();
+        let mut compiled: HashMap<*const Resource, Arc<CompiledVirtualService>> =
+            HashMap::default();
+        let mut exact = HashMap::default();
+        let mut wildcard = HashMap::default();
         let mut errors = Vec::new();
         for (host, resource) in &snapshot.index.mesh_routes {
             let key = Arc::as_ptr(resource);
@@ -136,7 +140,7 @@ impl RoutingTable {
                 None => exact.insert(host.clone(), vs),
             };
         }
-        let mut profiles = HashMap::new();
+        let mut profiles = HashMap::default();
         for (host, resource) in &snapshot.index.service_profiles {
             match CompiledProfile::compile(resource) {
                 Ok(p) => {
@@ -276,10 +280,11 @@ impl RoutingTable {
 /// tables keyed by qualified host: an exact name first (in the order
 /// `for_each_candidate` qualifies it), else the most specific wildcard,
 /// keyed by its suffix (`*.example.com` under `.example.com`, `*` under
-/// the empty string). Allocation-free.
-pub(crate) fn lookup_host<'t, T>(
-    exact: &'t HashMap<String, T>,
-    wildcard: &'t HashMap<String, T>,
+/// the empty string). Allocation-free; any hasher (the TCP route table
+/// keeps std's).
+pub(crate) fn lookup_host<'t, T, H: BuildHasher>(
+    exact: &'t std::collections::HashMap<String, T, H>,
+    wildcard: &'t std::collections::HashMap<String, T, H>,
     authority: &str,
     namespace: &str,
 ) -> Option<&'t T> {
@@ -301,11 +306,13 @@ pub(crate) fn lookup_host<'t, T>(
 /// Where a destination's traffic goes: its endpoints, the service port the
 /// request addresses, and the balancer that picks among them.
 #[derive(Clone, Debug)]
-pub struct ResolvedDestination {
+pub struct ResolvedDestination<'t> {
     /// The balancer (and through it, the endpoints).
     pub balancer: Arc<Balancer>,
-    /// The service port addressed, when the registry knows the service.
-    pub port: Option<ServicePort>,
+    /// The service port addressed, when the registry knows the service:
+    /// borrowed from the table's snapshot (a clone would copy its name and
+    /// protocol strings on every request).
+    pub port: Option<&'t ServicePort>,
 }
 
 struct Entry {
@@ -333,19 +340,19 @@ impl Balancers {
     /// An empty registry drawing from `random`.
     pub fn new(random: SharedRandom) -> Self {
         Balancers {
-            entries: ArcSwap::from_pointee(HashMap::new()),
+            entries: ArcSwap::from_pointee(HashMap::default()),
             random,
         }
     }
 
     /// The balancer and port for `dest` under `table`'s snapshot. 503 NC for
     /// an undefined subset, 503 UH for a host without endpoints.
-    pub fn resolve(
+    pub fn resolve<'t>(
         &self,
-        table: &RoutingTable,
+        table: &'t RoutingTable,
         dest: &DestinationKey,
         request_port: Option<u16>,
-    ) -> Result<ResolvedDestination, MeshError> {
+    ) -> Result<ResolvedDestination<'t>, MeshError> {
         let snapshot = &table.snapshot;
         let index = &snapshot.index;
         let host: &str = &dest.host;
@@ -445,14 +452,13 @@ pub(crate) fn lb_policy(snapshot: &Snapshot, dest: &DestinationKey) -> LbPolicy 
 
 /// The service port a request addresses: the one with that number, or the
 /// only port when the number is unknown or absent.
-pub(crate) fn pick_port(ports: &[ServicePort], number: Option<u16>) -> Option<ServicePort> {
+pub(crate) fn pick_port(ports: &[ServicePort], number: Option<u16>) -> Option<&ServicePort> {
     match number {
         Some(n) => ports
             .iter()
             .find(|p| p.number == u32::from(n))
-            .or_else(|| (ports.len() == 1).then(|| &ports[0]))
-            .cloned(),
-        None => ports.first().cloned(),
+            .or_else(|| (ports.len() == 1).then(|| &ports[0])),
+        None => ports.first(),
     }
 }
 

@@ -47,7 +47,8 @@ pub struct Args {
     /// Admin listener (/ready, /live, /config_dump).
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin: SocketAddr,
-    /// Worker threads (default: the machine's cores).
+    /// Worker threads (default: the machine's cores); 1 runs the proxy on
+    /// the main thread alone (a current-thread runtime).
     #[arg(long)]
     concurrency: Option<usize>,
     /// How long a drain (SIGTERM) waits for in-flight requests, in seconds.

@@ -67,14 +67,23 @@ pub(crate) fn until_signal<S, E: Display>(
     })
 }
 
-/// The multi-threaded runtime of a long-running command, with `concurrency`
-/// worker threads (default: the machine's cores).
+/// The runtime of a long-running command, with `concurrency` worker threads
+/// (default: the machine's cores). One worker is a current-thread runtime
+/// driven by the main thread, as linkerd2-proxy does on one core: a task
+/// woken by I/O runs on the thread that polls the reactor, with no
+/// cross-thread queue, work stealing or idle-worker wakeups per request,
+/// which a one-worker multi-threaded runtime still pays for.
 fn runtime(concurrency: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let mut builder = match concurrency {
+        Some(1) | Some(0) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all();
-    if let Some(n) = concurrency {
-        builder.worker_threads(n.max(1));
-    }
     builder.build()
 }
 

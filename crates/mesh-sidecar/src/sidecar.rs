@@ -43,7 +43,8 @@ pub struct Args {
     /// (repeatable).
     #[arg(long = "outbound-tcp", value_name = "HOST:PORT=ADDR", value_parser = parse_outbound_tcp)]
     outbound_tcp: Vec<(String, u16, SocketAddr)>,
-    /// Worker threads (default: the machine's cores).
+    /// Worker threads (default: the machine's cores); 1 runs the proxy on
+    /// the main thread alone (a current-thread runtime).
     #[arg(long)]
     concurrency: Option<usize>,
     /// How long a drain (SIGTERM) waits for in-flight requests, in seconds.

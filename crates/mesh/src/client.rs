@@ -58,8 +58,7 @@ use mesh_core::reload::{self, ConfigSource, ConfigWatcher, InitialLoadError, Sna
 use mesh_route::random::{SharedRandom, default_random};
 use tokio::task::JoinHandle;
 
-use crate::server::HttpService;
-use crate::stack::{RoutingState, outbound};
+use crate::stack::{OutboundStack, RoutingState, outbound};
 use crate::upstream::UpstreamSettings;
 
 /// Why a [`Client`] could not be built.
@@ -86,7 +85,10 @@ pub enum ClientError {
 /// configuration reloads for as long as any clone lives.
 #[derive(Clone)]
 pub struct Client {
-    service: HttpService,
+    /// The stack itself, not boxed: a clone (`client.clone().oneshot(..)`)
+    /// copies its layers' handles without an allocation, and a call's
+    /// response future is the stages' own, not a box.
+    service: OutboundStack,
     shared: Arc<Shared>,
 }
 
@@ -180,7 +182,7 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = <HttpService as tower::Service<Request<Body>>>::Future;
+    type Future = <OutboundStack as tower::Service<Request<Body>>>::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.service.poll_ready(cx)

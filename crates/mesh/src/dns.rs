@@ -60,7 +60,6 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -74,8 +73,8 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use http::{Request, Response};
 use mesh_core::http::{Body, MeshError};
 use mesh_core::schema::istio_networking::ServiceEntryResolution;
-use mesh_route::decision::RouteDecision;
-use mesh_route::layer::{BoxFuture, RoutedWith, Target, request_authority};
+use mesh_core::snapshot::HashMap;
+use mesh_route::layer::{BoxFuture, Target, request_authority, routed};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -190,6 +189,7 @@ struct Entry {
 pub struct DnsCache {
     resolver: Arc<dyn Resolve>,
     settings: DnsSettings,
+    /// foldhash, not SipHash: a named endpoint is looked up per request.
     entries: ArcSwap<HashMap<Arc<str>, Arc<Entry>>>,
 }
 
@@ -213,7 +213,7 @@ impl DnsCache {
         DnsCache {
             resolver,
             settings,
-            entries: ArcSwap::from_pointee(HashMap::new()),
+            entries: ArcSwap::from_pointee(HashMap::default()),
         }
     }
 
@@ -446,6 +446,45 @@ pub fn split_authority(authority: &str) -> (&str, Option<u16>) {
     }
 }
 
+/// Whether `authority` is `a.b.c.d:port`, an IPv4 literal and a port:
+/// what STATIC endpoints and resolved names are dialled as, so the DNS
+/// stage asks it of every request. Checked byte by byte: splitting the
+/// authority and parsing the host with std's address parser cost ~450
+/// instructions per request. Stricter than std (no leading zeros), so
+/// `true` is always right; anything else is decided the long way.
+fn is_ipv4_authority(authority: &str) -> bool {
+    let bytes = authority.as_bytes();
+    let Some(colon) = bytes.iter().rposition(|&b| b == b':') else {
+        return false;
+    };
+    // One pass over the host: four dot-separated octets of 1 to 3 digits,
+    // at most 255, no leading zero.
+    let (mut dots, mut digits, mut value, mut zero_first) = (0, 0, 0u16, false);
+    for &b in &bytes[..colon] {
+        match b {
+            b'0'..=b'9' => {
+                if digits == 0 {
+                    zero_first = b == b'0';
+                } else if zero_first {
+                    return false;
+                }
+                digits += 1;
+                value = value * 10 + u16::from(b - b'0');
+                if value > 255 {
+                    return false;
+                }
+            }
+            b'.' if digits > 0 && dots < 3 => {
+                dots += 1;
+                digits = 0;
+                value = 0;
+            }
+            _ => return false,
+        }
+    }
+    dots == 3 && digits > 0
+}
+
 /// `ip:port` as an authority (brackets for IPv6).
 fn authority_of(addr: SocketAddr) -> Arc<str> {
     Arc::from(addr.to_string())
@@ -485,8 +524,7 @@ pub struct Dns<S> {
 /// The resolution of the service a request was routed to, if the registry
 /// knows it.
 fn resolution_of<B>(req: &Request<B>) -> Option<ServiceEntryResolution> {
-    let decision = req.extensions().get::<RouteDecision>()?;
-    let RoutedWith(table) = req.extensions().get::<RoutedWith>()?;
+    let (decision, table) = routed(req.extensions())?;
     let host = &decision.forward()?.destination.host;
     table
         .snapshot
@@ -509,6 +547,9 @@ enum Plan {
 }
 
 fn plan<B>(req: &Request<B>, target: &Target) -> Plan {
+    if is_ipv4_authority(&target.authority) {
+        return Plan::AsIs;
+    }
     let (host, port) = split_authority(&target.authority);
     if parse_ip(host).is_some() || host.starts_with("unix:") {
         return Plan::AsIs;
@@ -812,6 +853,28 @@ mod tests {
         tokio::time::advance(Duration::from_secs(6)).await;
         cache.lookup("fresh.example.com").await.unwrap();
         assert_eq!(cache.entries.load().len(), 1);
+    }
+
+    #[test]
+    fn ipv4_authorities_are_recognised_without_std_parsing() {
+        for yes in ["127.0.0.1:80", "10.0.0.255:1", "0.0.0.0:65535", "1.2.3.4:x"] {
+            assert!(is_ipv4_authority(yes), "{yes}");
+            let (host, _) = split_authority(yes);
+            assert!(parse_ip(host).is_some(), "{yes} agrees with the long way");
+        }
+        for no in [
+            "127.0.0.1",
+            "256.0.0.1:80",
+            "01.2.3.4:80",
+            "1.2.3:80",
+            "1.2.3.4.5:80",
+            "1..3.4:80",
+            "db.example.com:5432",
+            "[::1]:80",
+            "unix:/run/app.sock",
+        ] {
+            assert!(!is_ipv4_authority(no), "{no}");
+        }
     }
 
     #[test]

@@ -25,7 +25,6 @@
 //!   cleanly, unless it has served `maxRequestsPerConnection` requests; a
 //!   timer on each connection's task closes it after `idleTimeout` unused.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
@@ -33,10 +32,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use http::header::CONNECTION;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use mesh_core::http::Body;
@@ -173,7 +172,7 @@ struct IdleList {
 /// destination pool's connector state.
 #[derive(Default)]
 pub struct H1Connections {
-    endpoints: ArcSwap<HashMap<Arc<str>, Arc<IdleList>>>,
+    endpoints: crate::cow_map::CowMap<IdleList>,
 }
 
 impl H1Connections {
@@ -206,21 +205,73 @@ impl H1Connections {
         pool: &Arc<DestinationPool>,
         endpoint: &Arc<str>,
     ) -> Result<Lease, H1Error> {
+        match self.ready_idle(pool, endpoint) {
+            Ok(lease) => Ok(lease),
+            Err((list, first)) => self.wait_or_dial(pool, endpoint, list, first).await,
+        }
+    }
+
+    /// The usual checkout, without waiting: an idle connection to
+    /// `endpoint` that is ready for the next request. Otherwise the
+    /// endpoint's idle list, and the idle connection found that is not
+    /// ready yet, for [`wait_or_dial`](Self::wait_or_dial).
+    fn ready_idle(
+        &self,
+        pool: &Arc<DestinationPool>,
+        endpoint: &Arc<str>,
+    ) -> Result<Lease, NotReady> {
         let list = self.list(endpoint);
         let limits = pool.limits();
-        let deadline = Instant::now() + limits.connect_timeout;
+        let now = Instant::now();
+        loop {
+            let Some(idle) = try_pop(&list) else {
+                return Err((list, None));
+            };
+            if !usable(&idle, &limits, now) {
+                continue;
+            }
+            idle.state.idle.store(false, SeqCst);
+            if !idle.sender.is_ready() {
+                return Err((list, Some(idle)));
+            }
+            return Ok(Lease::new(
+                idle.sender,
+                idle.state,
+                list,
+                pool,
+                &limits,
+                true,
+            ));
+        }
+    }
+
+    /// The rest of a checkout: waits for `first` (an idle connection not
+    /// ready yet) or the next idle one to become ready, else dials if the
+    /// connection count allows, else waits for a connection to come back
+    /// or close.
+    async fn wait_or_dial(
+        &self,
+        pool: &Arc<DestinationPool>,
+        endpoint: &Arc<str>,
+        list: Arc<IdleList>,
+        mut first: Option<Idle>,
+    ) -> Result<Lease, H1Error> {
+        let limits = pool.limits();
+        // The idle expiry is checked against a clock read again after
+        // every wait.
+        let mut now = Instant::now();
+        let deadline = now + limits.connect_timeout;
         let fail = |why: String| H1Error::Connect(endpoint.to_string(), why);
         loop {
-            while let Some(mut idle) = pop(&list).await {
-                if idle.sender.is_closed() {
-                    continue;
-                }
-                if let Some(idle_timeout) = limits.idle_timeout
-                    && idle
-                        .state
-                        .expires_at(idle_timeout)
-                        .is_some_and(|at| at <= Instant::now())
-                {
+            loop {
+                let mut idle = match first.take() {
+                    Some(idle) => idle,
+                    None => match pop(&list).await {
+                        Some(idle) => idle,
+                        None => break,
+                    },
+                };
+                if !usable(&idle, &limits, now) {
                     continue;
                 }
                 idle.state.idle.store(false, SeqCst);
@@ -237,7 +288,10 @@ impl H1Connections {
                             true,
                         ));
                     }
-                    Ok(Err(_)) => continue,
+                    Ok(Err(_)) => {
+                        now = Instant::now();
+                        continue;
+                    }
                     Err(_) => return Err(fail("no connection became ready in time".into())),
                 }
             }
@@ -260,11 +314,39 @@ impl H1Connections {
                     limits.connect_timeout, limits.max_connections
                 )));
             }
+            now = Instant::now();
         }
     }
 }
 
+/// No ready idle connection: the endpoint's idle list, and the idle
+/// connection found that is not ready yet, if any.
+type NotReady = (Arc<IdleList>, Option<Idle>);
+
+/// Whether an idle connection can carry a request: open, and not idle past
+/// `idleTimeout` at `now`.
+fn usable(idle: &Idle, limits: &PoolLimits, now: Instant) -> bool {
+    if idle.sender.is_closed() {
+        return false;
+    }
+    !limits.idle_timeout.is_some_and(|idle_timeout| {
+        idle.state
+            .expires_at(idle_timeout)
+            .is_some_and(|at| at <= now)
+    })
+}
+
+/// The most recently used idle connection, if the list is not locked (it
+/// is locked only for a push or a pop).
+fn try_pop(list: &IdleList) -> Option<Idle> {
+    list.conns.try_lock().ok()?.pop()
+}
+
 async fn pop(list: &IdleList) -> Option<Idle> {
+    // Uncontended (the usual case): no lock future.
+    if let Ok(mut conns) = list.conns.try_lock() {
+        return conns.pop();
+    }
     list.conns.lock().await.pop()
 }
 
@@ -293,6 +375,9 @@ async fn handshake(
                 .expires_at(idle_timeout)
                 .unwrap_or_else(|| Instant::now() + idle_timeout);
             tokio::select! {
+                // The connection first, and no random draw on every wake
+                // (this task wakes for every request on the connection).
+                biased;
                 ended = &mut connection => {
                     if let Err(e) = ended {
                         tracing::debug!("http/1.1 upstream connection ended: {e}");
@@ -342,6 +427,23 @@ impl Lease {
         }
     }
 
+    /// Hands `req` to the leased connection, counting it as one of the
+    /// connection's requests (its last one carries `Connection: close`
+    /// under `maxRequestsPerConnection`). The future resolves to the
+    /// response head; it borrows nothing.
+    pub fn dispatch(
+        &mut self,
+        mut req: Request<Body>,
+    ) -> impl Future<Output = Head> + Send + use<> {
+        self.state.served.fetch_add(1, SeqCst);
+        if self.is_last() && !req.headers().contains_key(CONNECTION) {
+            // Tell the server too, so neither side waits for another.
+            req.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        self.sender.try_send_request(req)
+    }
+
     /// Whether this request is the connection's last one.
     fn is_last(&self) -> bool {
         self.max_requests > 0 && self.state.served.load(SeqCst) >= self.max_requests
@@ -388,29 +490,114 @@ impl Lease {
 /// Sends `req` (origin-form URI, Host set) to `endpoint` over a pooled
 /// connection of `pool`'s destination. A request that a reused connection
 /// closed under before it was sent goes again on another connection.
+///
+/// The same as [`start`], then awaiting its response head and, if need
+/// be, [`send_pending`]; the connector uses those parts to keep the
+/// future it boxes per request small.
 pub async fn send(
     connections: &H1Connections,
     pool: &Arc<DestinationPool>,
     endpoint: &Arc<str>,
-    mut req: Request<Body>,
+    req: Request<Body>,
+) -> Result<(Response<Incoming>, Lease), H1Error> {
+    let pending = match start(connections, pool, endpoint, req) {
+        Start::Sent(lease, head) => match settle(lease, head.await) {
+            Settled::Done(result) => return result,
+            Settled::Again(pending) => pending,
+        },
+        Start::Wait(pending) => pending,
+    };
+    send_pending(connections, pool, endpoint, pending).await
+}
+
+/// The result of a response head: what became of a request handed to a
+/// leased connection (see [`Lease::dispatch`]).
+pub type Head = Result<Response<Incoming>, TrySendError<Request<Body>>>;
+
+/// How a request's first try started.
+// Returned once per request and taken apart at once; boxing the pending
+// request would cost the allocation the split exists to avoid.
+#[allow(clippy::large_enum_variant)]
+pub enum Start<F> {
+    /// It went at once to a ready idle connection: its response head
+    /// comes from `F`, to [`settle`] with the lease.
+    Sent(Lease, F),
+    /// No idle connection was ready: [`send_pending`] waits for one or
+    /// dials.
+    Wait(Pending),
+}
+
+/// A request waiting for a connection (for [`send_pending`]).
+pub struct Pending {
+    req: Request<Body>,
+    list: Arc<IdleList>,
+    first: Option<Idle>,
+}
+
+/// What a response head settled.
+pub enum Settled {
+    /// The response head and the connection's lease, or the failure.
+    Done(Result<(Response<Incoming>, Lease), H1Error>),
+    /// A reused connection closed before it took the request: the request
+    /// goes again on another connection ([`send_pending`]).
+    Again(Pending),
+}
+
+/// Starts a request's first try without waiting: on a ready idle
+/// connection to `endpoint` if there is one (the usual case: no timer, no
+/// lock future, nothing boxed), else it is [`Pending`].
+pub fn start(
+    connections: &H1Connections,
+    pool: &Arc<DestinationPool>,
+    endpoint: &Arc<str>,
+    req: Request<Body>,
+) -> Start<impl Future<Output = Head> + Send + use<>> {
+    match connections.ready_idle(pool, endpoint) {
+        Ok(mut lease) => {
+            let head = lease.dispatch(req);
+            Start::Sent(lease, head)
+        }
+        Err((list, first)) => Start::Wait(Pending { req, list, first }),
+    }
+}
+
+/// The response head of a dispatched request, with its lease.
+pub fn settle(lease: Lease, head: Head) -> Settled {
+    match head {
+        Ok(resp) => Settled::Done(Ok((resp, lease))),
+        Err(mut e) => match e.take_message() {
+            Some(unsent) if lease.reused => {
+                tracing::debug!("pooled connection closed before use: {}", e.error());
+                Settled::Again(Pending {
+                    req: unsent,
+                    list: Arc::clone(&lease.list),
+                    first: None,
+                })
+            }
+            _ => Settled::Done(Err(H1Error::Send(e.into_error()))),
+        },
+    }
+}
+
+/// Sends a [`Pending`] request: waits for an idle connection to become
+/// ready, or dials one if the connection count allows, or waits for one
+/// to come back (bounded by the connect timeout); again on another
+/// connection if a reused one closed before it took the request.
+pub async fn send_pending(
+    connections: &H1Connections,
+    pool: &Arc<DestinationPool>,
+    endpoint: &Arc<str>,
+    mut pending: Pending,
 ) -> Result<(Response<Incoming>, Lease), H1Error> {
     loop {
-        let mut lease = connections.checkout(pool, endpoint).await?;
-        lease.state.served.fetch_add(1, SeqCst);
-        if lease.is_last() && !req.headers().contains_key(CONNECTION) {
-            // Tell the server too, so neither side waits for another.
-            req.headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
-        }
-        match lease.sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, lease)),
-            Err(mut e) => match e.take_message() {
-                Some(unsent) if lease.reused => {
-                    tracing::debug!("pooled connection closed before use: {}", e.error());
-                    req = unsent;
-                }
-                _ => return Err(H1Error::Send(e.into_error())),
-            },
+        let Pending { req, list, first } = pending;
+        let mut lease = connections
+            .wait_or_dial(pool, endpoint, list, first)
+            .await?;
+        let head = lease.dispatch(req).await;
+        match settle(lease, head) {
+            Settled::Done(result) => return result,
+            Settled::Again(again) => pending = again,
         }
     }
 }

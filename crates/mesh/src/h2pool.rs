@@ -21,13 +21,13 @@
 //! closed or retired connection) dials under a per-endpoint lock, so
 //! concurrent first requests share one new connection.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
@@ -115,7 +115,7 @@ impl Drop for StreamGuard {
 /// destination pool's connector state.
 #[derive(Default)]
 pub struct H2Pool {
-    endpoints: ArcSwap<HashMap<Arc<str>, Arc<H2Endpoint>>>,
+    endpoints: crate::cow_map::CowMap<H2Endpoint>,
 }
 
 impl H2Pool {
@@ -140,25 +140,88 @@ impl H2Pool {
                 Some(c) => c,
                 None => connect(&entry, pool, endpoint, &limits).await?,
             };
-            let n = conn.state.started.fetch_add(1, SeqCst) + 1;
-            if max > 0 && n >= max {
-                // Its last stream (or past it, under a race): the next
-                // request dials a fresh connection.
-                entry.retire(&conn);
-                if n > max {
-                    continue;
-                }
+            if count_stream(&entry, &conn, max) {
+                break conn;
             }
-            break conn;
         };
-        conn.state.active.fetch_add(1, SeqCst);
-        let guard = StreamGuard(Arc::clone(&conn.state));
-        let mut sender = conn.sender.clone();
+        let (mut sender, guard) = open_stream(&conn);
         drop(conn);
         sender.ready().await?;
         let resp = sender.send_request(req).await?;
         Ok((resp, guard))
     }
+
+    /// Starts `req` on the endpoint's connection without waiting, when
+    /// there is a usable one (the usual case); else the request is handed
+    /// back for [`send`](Self::send), which dials. The same steps as
+    /// `send`, so that the connector can box a small future of its own
+    /// (HTTP/2's readiness never waits: a connection takes streams until
+    /// it is closed).
+    pub fn start(
+        &self,
+        pool: &Arc<DestinationPool>,
+        endpoint: &Arc<str>,
+        req: Request<Body>,
+    ) -> H2Start<impl Future<Output = hyper::Result<Response<Incoming>>> + Send + use<>> {
+        let entry = self.endpoint(endpoint);
+        let Some(conn) = entry.usable() else {
+            return H2Start::Dial(req);
+        };
+        let max = pool.limits().max_requests_per_connection;
+        if !count_stream(&entry, &conn, max) {
+            return H2Start::Dial(req);
+        }
+        let (mut sender, stream) = open_stream(&conn);
+        drop(conn);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if let Poll::Ready(Err(e)) = sender.poll_ready(&mut cx) {
+            return H2Start::Failed(H2Error::Stream(e));
+        }
+        let head = sender.send_request(req);
+        H2Start::Sent {
+            head,
+            sender,
+            stream,
+        }
+    }
+}
+
+/// How [`H2Pool::start`] started a request.
+pub enum H2Start<F> {
+    /// The stream is open: its response head comes from `F`. Keep the
+    /// sender (the connection's request channel) and the stream guard
+    /// until then.
+    Sent {
+        /// The response head.
+        head: F,
+        /// The connection's sender the stream went through.
+        sender: SendRequest<Body>,
+        /// Counts the stream on its connection.
+        stream: StreamGuard,
+    },
+    /// The connection closed under the request (503 UC).
+    Failed(H2Error),
+    /// No usable connection: [`H2Pool::send`] dials one.
+    Dial(Request<Body>),
+}
+
+/// Counts a new stream on `conn`; `false` when the connection is past
+/// `maxRequestsPerConnection` (a race): the request needs another one.
+fn count_stream(entry: &H2Endpoint, conn: &Arc<H2Conn>, max: u32) -> bool {
+    let n = conn.state.started.fetch_add(1, SeqCst) + 1;
+    if max > 0 && n >= max {
+        // Its last stream (or past it, under a race): the next request
+        // dials a fresh connection.
+        entry.retire(conn);
+        return n <= max;
+    }
+    true
+}
+
+/// The stream's sender and guard on `conn`.
+fn open_stream(conn: &H2Conn) -> (SendRequest<Body>, StreamGuard) {
+    conn.state.active.fetch_add(1, SeqCst);
+    (conn.sender.clone(), StreamGuard(Arc::clone(&conn.state)))
 }
 
 async fn connect(
@@ -205,6 +268,8 @@ async fn connect(
                 .expires_at(idle_timeout)
                 .unwrap_or_else(|| Instant::now() + idle_timeout);
             tokio::select! {
+                // The connection first, and no random draw on every wake.
+                biased;
                 ended = &mut connection => {
                     if let Err(e) = ended {
                         tracing::debug!(endpoint = %key, "http/2 connection ended: {e}");

@@ -19,8 +19,7 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use mesh_core::http::{Body, MeshError};
-use mesh_route::decision::RouteDecision;
-use mesh_route::layer::Target;
+use mesh_route::layer::{Target, route_decision};
 use mesh_route::routing::PASSTHROUGH_CLUSTER;
 
 /// The addresses this process listens on, filled in as listeners bind.
@@ -86,7 +85,7 @@ pub struct LoopGuard<S> {
 
 impl<S> LoopGuard<S> {
     fn loops(&self, req: &Request<Body>) -> Option<SocketAddr> {
-        let decision = req.extensions().get::<RouteDecision>()?;
+        let decision = route_decision(req.extensions())?;
         if &*decision.forward()?.destination.host != PASSTHROUGH_CLUSTER {
             return None;
         }

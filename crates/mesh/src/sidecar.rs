@@ -24,14 +24,11 @@ use mesh_route::random::{SharedRandom, default_random};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tower::Layer;
-use tower::util::BoxCloneSyncService;
 
 use crate::admin::{self, AdminState};
 use crate::dns::{DnsCache, DnsSettings};
 use crate::server::{DrainOutcome, serve};
 use crate::stack::{self, RoutingState};
-use crate::tcp::connect::ConnectLayer;
 use crate::tcp::{self as l4, L4Target, TcpProxy, TcpSettings};
 use crate::upstream::UpstreamSettings;
 
@@ -218,9 +215,10 @@ impl Sidecar {
             "outbound",
             outbound_listener,
             // CONNECT tunnels leave the HTTP stack before routing.
-            BoxCloneSyncService::new(ConnectLayer::new(Arc::clone(&tcp_proxy)).layer(
+            stack::Tunnels::new(
+                Arc::clone(&tcp_proxy),
                 stack::outbound(&routing, Arc::clone(&workload), &config.upstream),
-            )),
+            ),
             shutdown_rx.clone(),
             config.drain_timeout,
         ));

@@ -19,13 +19,22 @@
 //!
 //! Telemetry wraps the whole stack. Inbound (SPEC 1.2): local rate limit
 //! (429 RL), then forward to the local application.
+//!
+//! The stacks are returned as concrete types ([`OutboundStack`], `impl
+//! HttpStack`), not boxed: the listeners and the in-process client call
+//! them directly, so a request's response future is the stages' own
+//! futures nested, with no box per request (see `crate::server`).
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
-use http::Request;
-use mesh_core::http::Body;
+use http::{Method, Request, Response};
+use mesh_core::http::{Body, MeshError};
 use mesh_core::identity::Workload;
 use mesh_core::reload::SnapshotHandle;
 use mesh_resilience::budget::RetryBudgets;
@@ -41,13 +50,51 @@ use mesh_route::layer::{BalanceLayer, RouteLayer, Routes, Target};
 use mesh_route::mirror::MirrorLayer;
 use mesh_route::random::SharedRandom;
 use mesh_route::routing::{Balancers, RoutingTable};
-use tower::ServiceBuilder;
-use tower::util::BoxCloneSyncService;
+use tower::layer::util::{Identity, Stack};
+use tower::util::ServiceFn;
+use tower::{Layer, Service, ServiceBuilder};
 
 use crate::dns::{DnsCache, DnsLayer, DnsSettings};
 use crate::loop_guard::{LocalListeners, LoopGuardLayer};
-use crate::server::HttpService;
+use crate::server::HttpStack;
+use crate::tcp::TcpProxy;
+use crate::tcp::connect::{Connect, ConnectLayer};
 use crate::upstream::{Upstream, UpstreamSettings};
+
+/// The outbound stack (SPEC 1.1) as one concrete type: what
+/// [`outbound`] and [`gateway`] return, what the outbound listeners serve
+/// and what [`crate::Client`] calls, with no box around it or its futures.
+///
+/// Named through the stages' layers rather than their service types (so a
+/// stage may change its service or future type without touching this):
+/// tower's `Stack<Inner, Outer>` nests as `ServiceBuilder` does, so the
+/// list in [`OutboundLayers`] runs from the connector's side (loop guard)
+/// up to the route stage, the reverse of the order a request meets them.
+pub type OutboundStack = <OutboundLayers as Layer<Upstream>>::Service;
+
+/// The layers of [`OutboundStack`], innermost first (see there).
+pub type OutboundLayers = Stack<
+    LoopGuardLayer,
+    Stack<
+        DnsLayer,
+        Stack<
+            OutlierLayer,
+            Stack<
+                PoolLimitsLayer,
+                Stack<
+                    BalanceLayer,
+                    Stack<
+                        RetryLayer,
+                        Stack<
+                            TimeoutLayer,
+                            Stack<MirrorLayer, Stack<FaultLayer, Stack<RouteLayer, Identity>>>,
+                        >,
+                    >,
+                >,
+            >,
+        >,
+    >,
+>;
 
 /// Routing state shared by every outbound stack of a process: the compiled
 /// table (recompiled on each new snapshot) and the balancers.
@@ -122,7 +169,7 @@ pub fn outbound(
     state: &RoutingState,
     workload: Arc<Workload>,
     upstream: &UpstreamSettings,
-) -> HttpService {
+) -> OutboundStack {
     let routes = Routes::new(Arc::clone(&state.table), Arc::clone(&state.random));
     outbound_under(RouteLayer::new(routes, workload), state, upstream)
 }
@@ -136,7 +183,7 @@ pub fn gateway(
     workload: Arc<Workload>,
     listener: Arc<GatewayListener>,
     upstream: &UpstreamSettings,
-) -> HttpService {
+) -> OutboundStack {
     let routes = Routes::new(Arc::clone(&state.table), Arc::clone(&state.random));
     outbound_under(
         RouteLayer::for_gateway(routes, workload, listener),
@@ -151,13 +198,13 @@ fn outbound_under(
     route: RouteLayer,
     state: &RoutingState,
     upstream: &UpstreamSettings,
-) -> HttpService {
+) -> OutboundStack {
     let pools = Arc::clone(
         state
             .pools
             .get_or_init(|| Arc::new(PoolRegistry::with_defaults(upstream.pool_limits()))),
     );
-    let svc = ServiceBuilder::new()
+    ServiceBuilder::new()
         .layer(route)
         // Mirror copies (SPEC 1.1 step 6) re-enter the stack below here.
         .layer(FaultLayer::new(Arc::clone(&state.random)))
@@ -179,8 +226,7 @@ fn outbound_under(
         // connector (ServiceEntry resolution DNS / NONE, SPEC 6.2).
         .layer(DnsLayer::new(Arc::clone(&state.dns)))
         .layer(LoopGuardLayer::new(Arc::clone(&state.listeners)))
-        .service(Upstream::new(upstream));
-    BoxCloneSyncService::new(svc)
+        .service(Upstream::new(upstream))
 }
 
 /// The inbound stack of `workload`, in the order a request meets it (SPEC
@@ -198,7 +244,7 @@ pub fn inbound(
     upstream: &UpstreamSettings,
     snapshots: &SnapshotHandle,
     workload: Arc<Workload>,
-) -> HttpService {
+) -> impl HttpStack + use<> {
     let rate_limit = RateLimitLayer::inbound(snapshots.clone(), workload, vec![app.port()]);
     let target = Target {
         authority: app.to_string().into(),
@@ -206,12 +252,119 @@ pub fn inbound(
         guard: Arc::new(InFlight::detached()),
         http2: None,
     };
-    let svc = ServiceBuilder::new()
+    ServiceBuilder::new()
         .layer(rate_limit)
         .map_request(move |mut req: Request<Body>| {
             req.extensions_mut().insert(target.clone());
             req
         })
-        .service(Upstream::new(upstream));
-    BoxCloneSyncService::new(svc)
+        .service(Upstream::new(upstream))
+}
+
+/// The sidecar's outbound listener stack: a `CONNECT` request becomes a
+/// routed tunnel (the CONNECT stage, [`crate::tcp::connect`]); every other
+/// request meets the HTTP stack `S` directly.
+///
+/// The method is checked here rather than by putting the CONNECT stage on
+/// top of the stack, because that stage boxes the future of every request
+/// it passes through (and clones the stack below it to call it): here the
+/// HTTP requests keep `S`'s own future, and only tunnels, which are rare
+/// and long-lived, get a boxed one.
+#[derive(Clone)]
+pub struct Tunnels<S> {
+    connect: Connect<NotTunnelled>,
+    http: S,
+}
+
+/// What the CONNECT stage of [`Tunnels`] would pass a request on to: it
+/// is only handed CONNECT requests, which it answers itself, so this is
+/// never called; were it, the request would be refused as malformed.
+type NotTunnelled =
+    ServiceFn<fn(Request<Body>) -> std::future::Ready<Result<Response<Body>, Infallible>>>;
+
+fn not_tunnelled(_: Request<Body>) -> std::future::Ready<Result<Response<Body>, Infallible>> {
+    std::future::ready(Ok(
+        MeshError::BadRequest("not a CONNECT request".into()).to_response()
+    ))
+}
+
+impl<S> Tunnels<S> {
+    /// `http` with CONNECT tunnels through `proxy` split off in front.
+    pub fn new(proxy: Arc<TcpProxy>, http: S) -> Self {
+        let inner: NotTunnelled = tower::service_fn(not_tunnelled as fn(_) -> _);
+        Tunnels {
+            connect: ConnectLayer::new(proxy).layer(inner),
+            http,
+        }
+    }
+}
+
+impl<S> Service<Request<Body>> for Tunnels<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future =
+        TunnelsFuture<S::Future, <Connect<NotTunnelled> as Service<Request<Body>>>::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The CONNECT stage is ready whenever its inner service is, and
+        // `NotTunnelled` always is.
+        self.http.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        if req.method() == Method::CONNECT {
+            TunnelsFuture {
+                state: TunnelsState::Tunnel {
+                    future: self.connect.call(req),
+                },
+            }
+        } else {
+            TunnelsFuture {
+                state: TunnelsState::Http {
+                    future: self.http.call(req),
+                },
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Tunnels`]: the HTTP stack's own, or the
+    /// CONNECT stage's.
+    pub struct TunnelsFuture<H, C> {
+        #[pin]
+        state: TunnelsState<H, C>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = TunnelsProj]
+    enum TunnelsState<H, C> {
+        Http {
+            #[pin]
+            future: H,
+        },
+        Tunnel {
+            #[pin]
+            future: C,
+        },
+    }
+}
+
+impl<H, C> Future for TunnelsFuture<H, C>
+where
+    H: Future<Output = Result<Response<Body>, Infallible>>,
+    C: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            TunnelsProj::Http { future } => future.poll(cx),
+            TunnelsProj::Tunnel { future } => future.poll(cx),
+        }
+    }
 }

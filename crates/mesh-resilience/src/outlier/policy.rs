@@ -211,6 +211,26 @@ pub fn destination_policy(
     chosen.and_then(|od| OutlierPolicy::try_from(od).ok())
 }
 
+/// Whether any DestinationRule of `snapshot` configures outlier detection
+/// anywhere (top level, port level, subsets): when none does,
+/// [`destination_policy`] is `None` for every destination and port.
+pub fn configures_outlier_detection(snapshot: &Snapshot) -> bool {
+    fn in_policy(tp: &TrafficPolicy) -> bool {
+        tp.outlier_detection.is_some()
+            || tp
+                .port_level_settings
+                .iter()
+                .any(|level| level.outlier_detection.is_some())
+    }
+    snapshot.index.destinations.values().any(|rule| {
+        rule.traffic_policy.as_ref().is_some_and(in_policy)
+            || rule
+                .subsets
+                .values()
+                .any(|s| s.traffic_policy.as_ref().is_some_and(in_policy))
+    })
+}
+
 /// SPEC 5.4's hard cap: whether one more endpoint may be ejected when
 /// `ejected` of `endpoints` already are. No "at least one" exception.
 pub fn may_eject(ejected: usize, endpoints: usize, max_ejection_percent: u32) -> bool {

@@ -14,10 +14,12 @@ use mesh_core::http::Body;
 use mesh_core::snapshot::{Endpoint, HashMap, Snapshot};
 use mesh_route::balance::{DestinationHealth, EndpointHealth, HealthQuery, PickedHealth};
 use mesh_route::decision::{DestinationKey, RouteDecision};
-use mesh_route::layer::{RoutedWith, Target};
+use mesh_route::layer::{Target, route_decision, routed_table};
 use tokio::time::Instant;
 
-use super::policy::{OutlierPolicy, destination_policy, in_panic, may_eject, millis};
+use super::policy::{
+    OutlierPolicy, configures_outlier_detection, destination_policy, in_panic, may_eject, millis,
+};
 
 /// A snapshot of one endpoint's outlier state, for diagnostics and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -483,6 +485,12 @@ pub struct Outliers {
     clusters: ArcSwap<HashMap<DestinationKey, PortClusters>>,
     /// The destination of requests that carry no route decision.
     pub(super) unrouted: DestinationKey,
+    /// Under DestinationRules: whether the snapshot of one generation
+    /// configures outlier detection anywhere, packed as `generation << 1 |
+    /// configured` (`u64::MAX`: not known yet). Most configurations have
+    /// none, and then a request needs no cluster lookup at all (two per
+    /// request otherwise: the balance stage's view and this stage's).
+    detection: AtomicU64,
 }
 
 impl std::fmt::Debug for Outliers {
@@ -520,7 +528,38 @@ impl Outliers {
                 subset: None,
                 port: None,
             },
+            detection: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Whether outlier detection may be on for some destination of
+    /// `snapshot`: always under a fixed policy; under DestinationRules,
+    /// whether one configures it (read once per snapshot generation).
+    fn detection_configured(&self, snapshot: &Snapshot) -> bool {
+        if matches!(self.source, Source::Fixed(_)) {
+            return true;
+        }
+        let Some(key) = snapshot.generation.checked_mul(2) else {
+            return true;
+        };
+        let known = self.detection.load(Acquire);
+        if known | 1 == key | 1 {
+            return known & 1 == 1;
+        }
+        let configured = configures_outlier_detection(snapshot);
+        if !configured {
+            // What `refresh` would find for each cluster on its next
+            // request, done now: detection is off everywhere, and every
+            // endpoint back in service.
+            for ports in self.clusters.load().values() {
+                for (_, cluster) in ports.iter() {
+                    cluster.state.set_policy(None);
+                    cluster.state.generation.store(snapshot.generation, Release);
+                }
+            }
+        }
+        self.detection.store(key | u64::from(configured), Release);
+        configured
     }
 
     fn cluster(&self, dest: &DestinationKey, port: u32) -> Arc<Cluster> {
@@ -589,12 +628,13 @@ impl Outliers {
                 return Some(Slot::Picked(set, index));
             }
         }
-        let dest = req
-            .extensions()
-            .get::<RouteDecision>()
+        let dest = route_decision(req.extensions())
             .and_then(RouteDecision::forward)
             .map_or(&self.unrouted, |f| &f.destination);
-        let snapshot = req.extensions().get::<RoutedWith>().map(|r| &*r.0.snapshot);
+        let snapshot = routed_table(req.extensions()).map(|t| &*t.snapshot);
+        if snapshot.is_some_and(|s| !self.detection_configured(s)) {
+            return None;
+        }
         let cluster = self.cluster(dest, UNBALANCED);
         if !self.refresh(&cluster.state, snapshot, dest, None) {
             return None;
@@ -652,6 +692,9 @@ impl Outliers {
 
 impl EndpointHealth for Outliers {
     fn view(&self, query: &HealthQuery<'_>) -> Option<Arc<dyn DestinationHealth>> {
+        if !self.detection_configured(query.snapshot) {
+            return None;
+        }
         let (dest, port) = (query.destination, query.port);
         let view = |cluster: &Cluster| -> Option<Arc<dyn DestinationHealth>> {
             if !self.refresh(&cluster.state, Some(query.snapshot), dest, Some(port)) {

@@ -518,3 +518,24 @@ async fn subset_policy_replaces_the_top_level_one() {
     assert_eq!((p.consecutive_5xx, p.max_ejection_percent), (1, 100));
     drop(backends);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_without_any_outlier_detection_returns_every_endpoint() {
+    let backends = Backends::new(&["10.0.0.1:80", "10.0.0.2:80"]);
+    let od = "{ consecutive5xxErrors: 1, baseEjectionTime: 300s, maxEjectionPercent: 50 }";
+    let yaml = config(&["10.0.0.1", "10.0.0.2"], od);
+    assert!(configures_outlier_detection(&snapshot(1, &yaml)));
+    let mesh = Mesh::new(&yaml, &backends);
+    backends.set("10.0.0.2:80", 500);
+    mesh.load(20).await;
+    assert_eq!(backends.hits("10.0.0.2:80"), 1, "ejected");
+    // The same endpoints without the DestinationRule: no destination has
+    // outlier detection, so requests skip the registry, and the ejection
+    // ends with the reload rather than after its 300 s.
+    let (entry_only, _) = yaml.split_once("---").unwrap();
+    let without = snapshot(2, entry_only);
+    assert!(!configures_outlier_detection(&without));
+    mesh.table.store(Arc::new(RoutingTable::compile(without)));
+    mesh.load(20).await;
+    assert!(backends.hits("10.0.0.2:80") > 1, "back in service");
+}

@@ -4,15 +4,15 @@
 //! across reloads.
 
 use std::any::Any;
-use std::sync::atomic::Ordering::SeqCst;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use http::Request;
 use mesh_core::snapshot::{HashMap, Snapshot};
-use mesh_route::decision::{DestinationKey, RouteDecision};
-use mesh_route::layer::{RoutedWith, request_authority};
+use mesh_route::decision::DestinationKey;
+use mesh_route::layer::{request_authority, routed};
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
@@ -70,6 +70,9 @@ pub struct DestinationPool {
     slot_freed: Notify,
     connections_changed: Notify,
     connector: OnceLock<Arc<dyn Any + Send + Sync>>,
+    /// Set by a connector that takes each request's [`RequestPermit`] out
+    /// of its [`PoolHandle`] into its response body.
+    permits_to_connector: AtomicBool,
 }
 
 impl std::fmt::Debug for DestinationPool {
@@ -116,6 +119,7 @@ impl DestinationPool {
             slot_freed: Notify::new(),
             connections_changed: Notify::new(),
             connector: OnceLock::new(),
+            permits_to_connector: AtomicBool::new(false),
         }
     }
 
@@ -272,6 +276,30 @@ impl DestinationPool {
             .get_or_init(|| Arc::new(init()) as Arc<dyn Any + Send + Sync>);
         Arc::clone(state).downcast::<T>().ok()
     }
+
+    /// Declares that every request admitted to this pool from now on
+    /// reaches a connector that takes its [`RequestPermit`] out of the
+    /// request's [`PoolHandle`] ([`PoolHandle::into_parts`]) and holds it
+    /// in the response body it makes, until that body ends; or drops the
+    /// request, and the permit with it, when it answers without a body of
+    /// the upstream's.
+    ///
+    /// The pool stage then hands each request's permit over instead of
+    /// wrapping the response body to hold it: one boxed body per request
+    /// less (the connector's body is boxed anyway). Without the
+    /// declaration (a pool in front of any other service) the stage keeps
+    /// the permit and wraps the body itself.
+    pub fn connector_holds_permits(&self) {
+        if !self.permits_to_connector.load(Acquire) {
+            self.permits_to_connector.store(true, Release);
+        }
+    }
+
+    /// Whether a connector declared it holds permits
+    /// ([`connector_holds_permits`](Self::connector_holds_permits)).
+    pub fn permits_go_to_connector(&self) -> bool {
+        self.permits_to_connector.load(Acquire)
+    }
 }
 
 /// What [`DestinationPool::admit`] decided.
@@ -388,9 +416,57 @@ impl Drop for ConnectionPermit {
 
 /// Request extension the pool stage leaves for the connector: the
 /// destination's pool, whose limits and connection state the connector
-/// applies to the connection it picks or opens.
-#[derive(Clone, Debug)]
-pub struct PoolHandle(pub Arc<DestinationPool>);
+/// applies to the connection it picks or opens, and, when the connector
+/// declared it holds permits ([`DestinationPool::connector_holds_permits`]),
+/// the request's [`RequestPermit`].
+///
+/// A clone names the same pool but carries no permit: a permit counts one
+/// request once (extensions are cloned for retries and mirrors above the
+/// pool stage, never below it).
+#[derive(Debug)]
+pub struct PoolHandle(Handle);
+
+#[derive(Debug)]
+enum Handle {
+    Pool(Arc<DestinationPool>),
+    Permit(RequestPermit),
+}
+
+impl PoolHandle {
+    /// A handle on `pool` without a permit.
+    pub fn new(pool: Arc<DestinationPool>) -> Self {
+        PoolHandle(Handle::Pool(pool))
+    }
+
+    /// A handle carrying the request's `permit` (and so its pool) to the
+    /// connector.
+    pub fn with_permit(permit: RequestPermit) -> Self {
+        PoolHandle(Handle::Permit(permit))
+    }
+
+    /// The destination's pool.
+    pub fn pool(&self) -> &Arc<DestinationPool> {
+        match &self.0 {
+            Handle::Pool(pool) => pool,
+            Handle::Permit(permit) => permit.pool(),
+        }
+    }
+
+    /// The pool and the request's permit, if the handle carries it: the
+    /// connector holds the permit until the response body ends.
+    pub fn into_parts(self) -> (Arc<DestinationPool>, Option<RequestPermit>) {
+        match self.0 {
+            Handle::Pool(pool) => (pool, None),
+            Handle::Permit(permit) => (Arc::clone(permit.pool()), Some(permit)),
+        }
+    }
+}
+
+impl Clone for PoolHandle {
+    fn clone(&self) -> Self {
+        PoolHandle::new(Arc::clone(self.pool()))
+    }
+}
 
 /// Request extension the retry layer puts on each retry attempt (not on
 /// the first try): the attempt also needs a `maxRetries` slot.
@@ -493,8 +569,7 @@ impl PoolRegistry {
     /// under the table it was routed with, on the port it addresses.
     /// `None` for a request the route stage did not forward.
     pub fn pool_for<B>(&self, req: &Request<B>) -> Option<Arc<DestinationPool>> {
-        let decision = req.extensions().get::<RouteDecision>()?;
-        let RoutedWith(table) = req.extensions().get::<RoutedWith>()?;
+        let (decision, table) = routed(req.extensions())?;
         let dest = &decision.forward()?.destination;
         let port = dest.port.or_else(|| {
             request_authority(req)

@@ -121,51 +121,82 @@ where
         let mut inner = self.inner.clone();
         std::mem::swap(&mut inner, &mut self.inner);
         let Some(pool) = pool else {
-            return ResponseFuture {
-                state: State::Calling {
-                    call: Box::pin(inner.call(req)),
-                    permit: None,
-                },
-            };
+            return ResponseFuture::calling(inner.call(req), None);
         };
         let http1 = goes_http1(&req);
         let retry = req.extensions().get::<RetryAttempt>().is_some();
-        let state = match pool.admit(http1, retry) {
+        match pool.admit(http1, retry) {
             Ok(Admission::Ready(permit)) => {
-                req.extensions_mut().insert(PoolHandle(pool));
-                State::Calling {
-                    call: Box::pin(inner.call(req)),
-                    permit: Some(permit),
-                }
+                let permit = hand_over(&mut req, permit);
+                ResponseFuture::calling(inner.call(req), permit)
             }
-            Ok(Admission::Queued(queued)) => State::Queued {
-                wait: Box::pin(queued.ready()),
-                next: Some(Box::new((inner, req))),
+            Ok(Admission::Queued(queued)) => ResponseFuture {
+                state: State::Queued {
+                    wait: Box::pin(queued.ready()),
+                    next: Some(Box::new((inner, req))),
+                },
             },
-            Err(overflow) => State::Reply(Some(overflow_reply(req.headers(), overflow))),
-        };
-        ResponseFuture { state }
+            Err(overflow) => ResponseFuture {
+                state: State::Reply {
+                    reply: Some(overflow_reply(req.headers(), overflow)),
+                },
+            },
+        }
+    }
+}
+
+/// Leaves the request's pool for the connector in a [`PoolHandle`], with
+/// the permit when the pool's connector holds permits in its response
+/// bodies (then `None` is returned); otherwise the permit is returned, for
+/// the stage to tie to the response body itself.
+fn hand_over(req: &mut Request<Body>, permit: RequestPermit) -> Option<RequestPermit> {
+    if permit.pool().permits_go_to_connector() {
+        req.extensions_mut().insert(PoolHandle::with_permit(permit));
+        None
+    } else {
+        req.extensions_mut()
+            .insert(PoolHandle::new(Arc::clone(permit.pool())));
+        Some(permit)
     }
 }
 
 type WaitFuture = Pin<Box<dyn Future<Output = Result<RequestPermit, Overflow>> + Send>>;
 
-/// Response future of [`CircuitBreaker`]: waits in the queue if it has
-/// to, calls the inner service, and ties the permit to the response body.
-pub struct ResponseFuture<S: tower::Service<Request<Body>>> {
-    state: State<S>,
+pin_project_lite::pin_project! {
+    /// Response future of [`CircuitBreaker`]: waits in the queue if it has
+    /// to, calls the inner service, and ties the permit to the response
+    /// body unless the connector holds it. The inner call is held inline;
+    /// only a request that has to queue allocates (its wait and itself).
+    pub struct ResponseFuture<S: tower::Service<Request<Body>>> {
+        #[pin]
+        state: State<S>,
+    }
 }
 
-enum State<S: tower::Service<Request<Body>>> {
-    Queued {
-        wait: WaitFuture,
-        next: Option<Box<(S, Request<Body>)>>,
-    },
-    Calling {
-        call: Pin<Box<S::Future>>,
-        permit: Option<RequestPermit>,
-    },
-    Reply(Option<Response<Body>>),
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<S: tower::Service<Request<Body>>> {
+        Queued {
+            wait: WaitFuture,
+            next: Option<Box<(S, Request<Body>)>>,
+        },
+        Calling {
+            #[pin]
+            call: S::Future,
+            permit: Option<RequestPermit>,
+        },
+        Reply {
+            reply: Option<Response<Body>>,
+        },
+    }
+}
+
+impl<S: tower::Service<Request<Body>>> ResponseFuture<S> {
+    fn calling(call: S::Future, permit: Option<RequestPermit>) -> Self {
+        ResponseFuture {
+            state: State::Calling { call, permit },
+        }
+    }
 }
 
 impl<S> Future for ResponseFuture<S>
@@ -175,10 +206,10 @@ where
     type Output = Result<Response<Body>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
+        let mut state = self.project().state;
         loop {
-            match &mut this.state {
-                State::Queued { wait, next } => {
+            match state.as_mut().project() {
+                StateProj::Queued { wait, next } => {
                     let admitted = ready!(wait.as_mut().poll(cx));
                     let Some(boxed_next) = next.take() else {
                         return Poll::Ready(Ok(MeshError::Overflow.to_response()));
@@ -186,26 +217,25 @@ where
                     let (mut inner, mut req) = *boxed_next;
                     match admitted {
                         Ok(permit) => {
-                            req.extensions_mut()
-                                .insert(PoolHandle(Arc::clone(permit.pool())));
-                            this.state = State::Calling {
-                                call: Box::pin(inner.call(req)),
-                                permit: Some(permit),
-                            };
+                            let permit = hand_over(&mut req, permit);
+                            state.set(State::Calling {
+                                call: inner.call(req),
+                                permit,
+                            });
                         }
                         Err(overflow) => {
                             return Poll::Ready(Ok(overflow_reply(req.headers(), overflow)));
                         }
                     }
                 }
-                State::Calling { call, permit } => {
-                    let resp = ready!(call.as_mut().poll(cx))?;
+                StateProj::Calling { call, permit } => {
+                    let resp = ready!(call.poll(cx))?;
                     return Poll::Ready(Ok(match permit.take() {
                         Some(permit) => hold_until_body_ends(resp, permit),
                         None => resp,
                     }));
                 }
-                State::Reply(reply) => {
+                StateProj::Reply { reply } => {
                     return Poll::Ready(Ok(reply
                         .take()
                         .unwrap_or_else(|| MeshError::Overflow.to_response())));
@@ -216,7 +246,9 @@ where
 }
 
 /// A request counts against its pool until its response body has ended
-/// (an HTTP/1.1 connection is busy until then).
+/// (an HTTP/1.1 connection is busy until then). Only for inner services
+/// that do not hold the permit themselves: the connector does, in the body
+/// it boxes anyway.
 fn hold_until_body_ends(resp: Response<Body>, permit: RequestPermit) -> Response<Body> {
     resp.map(|body| {
         boxed(Held {

@@ -24,7 +24,12 @@
 //! connection settings (`maxRequestsPerConnection`, `connectTimeout`,
 //! `idleTimeout`, and the connection count itself) are enforced by the
 //! connector on real sockets: it finds this destination's pool in the
-//! request's [`PoolHandle`] extension.
+//! request's [`PoolHandle`] extension. A request holds its place in the
+//! counters until its response body ends: the stage wraps the body to
+//! hold it, or, when the pool's connector says it will
+//! ([`DestinationPool::connector_holds_permits`]), hands the permit over
+//! in the [`PoolHandle`] for the connector's own body to hold (the mesh's
+//! connector does, saving a second boxed body per request).
 //!
 //! The counters live in a [`PoolRegistry`] keyed by destination, outside
 //! the configuration snapshot, so a reload keeps them: requests admitted

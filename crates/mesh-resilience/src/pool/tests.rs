@@ -402,3 +402,35 @@ async fn the_connector_side_counts_connections_under_the_limit() {
     assert_eq!(state.load(SeqCst), 7);
     assert!(pool.connector_state(|| 1u8).is_none(), "type mismatch");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connector_that_holds_permits_gets_them_with_the_pool() {
+    let layer = PoolLimitsLayer::new(limits(1, 0));
+    let pool = Arc::clone(layer.fixed_pool().unwrap());
+    pool.connector_holds_permits();
+    // A connector stand-in: takes the pool and permit out of the request
+    // and gives them to the test, which holds the permit as a response
+    // body would.
+    let (tx, mut handed) = tokio::sync::mpsc::unbounded_channel();
+    let connector = tower::service_fn(move |mut req: Request<Body>| {
+        let handle = req.extensions_mut().remove::<PoolHandle>().unwrap();
+        let clone = handle.clone();
+        tx.send((handle.into_parts(), clone)).unwrap();
+        std::future::ready(Ok::<_, Infallible>(Response::new(empty())))
+    });
+    let mut svc = layer.layer(connector);
+    let resp = svc.ready().await.unwrap().call(get()).await.unwrap();
+    let ((to, permit), clone) = handed.recv().await.unwrap();
+    assert!(Arc::ptr_eq(&to, &pool));
+    assert!(Arc::ptr_eq(clone.pool(), &pool));
+    assert!(clone.into_parts().1.is_none(), "a clone holds no permit");
+    // The stage left the body alone: the request holds its slot as long
+    // as the connector keeps the permit, not as long as the response.
+    drop(resp);
+    assert_eq!(pool.stats().http1_busy, 1);
+    let refused = svc.ready().await.unwrap().call(get()).await.unwrap();
+    assert_overflow(&refused);
+    drop(permit);
+    assert_eq!(pool.stats().http1_busy, 0);
+    assert_eq!(pool.stats().requests, 0);
+}

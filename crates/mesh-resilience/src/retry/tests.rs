@@ -41,7 +41,20 @@ struct Seen {
     marker: Option<String>,
     body: Option<Bytes>,
     avoid: Vec<usize>,
+    /// Whether the try carried a record of tried endpoints.
+    recorded: bool,
+    /// Every header, in order.
+    headers: Vec<(String, String)>,
+    peer: Option<Peer>,
+    /// The route stage's extension, if any.
+    routed: Option<RouteDecision>,
+    /// Whether the try carried the test's own extension ([`Other`]).
+    other: bool,
 }
+
+/// An extension no stage below the retry stage reads.
+#[derive(Clone, Debug)]
+struct Other;
 
 #[derive(Clone, Default)]
 struct Log(Arc<Mutex<Vec<Seen>>>);
@@ -57,7 +70,10 @@ impl Log {
 
 type Svc = tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
-/// A backend doing `steps[i]` on try `i` (the last step repeats).
+/// A backend doing `steps[i]` on try `i` (the last step repeats). It plays
+/// the balance stage too: try `i` goes to "endpoint" `i`, recorded in the
+/// try's [`PreviousAttempts`] when it has one and named in the response's
+/// [`PickedEndpoint`].
 fn scripted(steps: Vec<Step>, log: Log) -> Svc {
     let steps = Arc::new(steps);
     let count = Arc::new(AtomicUsize::new(0));
@@ -71,11 +87,21 @@ fn scripted(steps: Vec<Step>, log: Log) -> Svc {
                 .get(RETRY_MARKER_HEADER)
                 .map(|v| v.to_str().unwrap().to_owned());
             let mut avoid = Vec::new();
-            if let Some(previous) = req.extensions().get::<PreviousAttempts>() {
+            let previous = req.extensions().get::<PreviousAttempts>();
+            if let Some(previous) = previous {
                 let mut buf = [0; PreviousAttempts::MAX];
                 avoid = previous.fill(&mut buf).to_vec();
                 previous.record(i);
             }
+            let recorded = previous.is_some();
+            let headers = req
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                .collect();
+            let peer = req.extensions().get::<Peer>().copied();
+            let routed = req.extensions().get::<Routed>().map(|r| r.decision.clone());
+            let other = req.extensions().get::<Other>().is_some();
             let reads = !matches!(step, Step::Fail(_) | Step::Kind(_));
             let body = if reads {
                 Some(req.into_body().collect().await.unwrap().to_bytes())
@@ -87,6 +113,11 @@ fn scripted(steps: Vec<Step>, log: Log) -> Svc {
                 marker,
                 body,
                 avoid,
+                recorded,
+                headers,
+                peer,
+                routed,
+                other,
             });
             let reply = |status: u16| {
                 let mut r = Response::new(mesh_core::http::full(format!("try {i}")));
@@ -94,7 +125,7 @@ fn scripted(steps: Vec<Step>, log: Log) -> Svc {
                 r.headers_mut().insert("x-try", HeaderValue::from(i));
                 r
             };
-            Ok::<_, Infallible>(match step {
+            let mut resp = match step {
                 Step::Status(s) => reply(s),
                 Step::Grpc(code) => {
                     let mut r = reply(200);
@@ -126,7 +157,9 @@ fn scripted(steps: Vec<Step>, log: Log) -> Svc {
                         .insert("x-envoy-ratelimited", HeaderValue::from_static("true"));
                     r
                 }
-            })
+            };
+            resp.extensions_mut().insert(PickedEndpoint(i));
+            Ok::<_, Infallible>(resp)
         }
     }))
 }
@@ -410,6 +443,110 @@ async fn two_503s_then_success_takes_three_tries_with_markers() {
     // Each retry avoids the endpoints tried before.
     let avoid: Vec<Vec<usize>> = seen.iter().map(|s| s.avoid.clone()).collect();
     assert_eq!(avoid, [vec![], vec![0], vec![0, 1]]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_record_of_tried_endpoints_is_made_when_a_retry_is() {
+    // The first try goes without one (its endpoint comes back in its
+    // response); every retry carries it.
+    let log = Log::default();
+    let backend = scripted(
+        vec![Step::Status(503), Step::Status(503), Step::Status(200)],
+        log.clone(),
+    );
+    let mut svc = layer(policy(3, "5xx")).layer(backend.clone());
+    send(&mut svc, get()).await;
+    let seen = log.seen().await;
+    let recorded: Vec<bool> = seen.iter().map(|s| s.recorded).collect();
+    assert_eq!(recorded, [false, true, true]);
+    let avoid: Vec<Vec<usize>> = seen.iter().map(|s| s.avoid.clone()).collect();
+    assert_eq!(avoid, [vec![], vec![0], vec![0, 1]]);
+
+    // retryIgnorePreviousHosts: false: no record at all.
+    let log = Log::default();
+    let backend = scripted(vec![Step::Status(503), Step::Status(200)], log.clone());
+    let mut spec = policy(1, "5xx").spec().clone();
+    spec.retry_ignore_previous_hosts = false;
+    let mut svc = layer(RetryPolicy::from(spec)).layer(backend);
+    send(&mut svc, get()).await;
+    assert!(log.seen().await.iter().all(|s| !s.recorded));
+}
+
+#[tokio::test(start_paused = true)]
+async fn policies_retrying_tries_without_a_tagged_response_record_the_first_try() {
+    // A per-try timeout leaves no response to name the endpoint: the
+    // record goes with the first try, and the retry avoids it.
+    let log = Log::default();
+    let backend = scripted(
+        vec![Step::Sleep(Duration::from_secs(5)), Step::Status(200)],
+        log.clone(),
+    );
+    let p = policy(1, "5xx").with_per_try_timeout(Duration::from_secs(1));
+    let resp = send(&mut layer(p).layer(backend), get()).await;
+    assert_eq!(resp.status(), 200);
+    let seen = log.seen().await;
+    assert!(seen[0].recorded);
+    assert_eq!(seen[1].avoid, [0]);
+
+    // So do policies retrying statuses below 400 or envoy-ratelimited (the
+    // balance stage tags neither).
+    for retry_on in ["302", "envoy-ratelimited"] {
+        let log = Log::default();
+        let backend = scripted(vec![Step::Status(200)], log.clone());
+        send(&mut layer(policy(1, retry_on)).layer(backend), get()).await;
+        assert!(log.seen().await[0].recorded, "{retry_on}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_carries_the_head_and_the_routing_extensions_only() {
+    let log = Log::default();
+    let backend = scripted(vec![Step::Status(503), Step::Status(200)], log.clone());
+    let mut svc = layer(policy(1, "5xx")).layer(backend);
+    let mut req = Request::post("http://api/items?q=1").body(empty()).unwrap();
+    for (name, value) in [("x-one", "1"), ("x-multi", "a"), ("x-two", "2")] {
+        req.headers_mut().append(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    req.headers_mut()
+        .append("x-multi", HeaderValue::from_static("b"));
+    let peer = Peer("10.0.0.9:4321".parse().unwrap());
+    let decision = RouteDecision::default_route("api.prod.svc.cluster.local");
+    let table = mesh_route::routing::RoutingTable::compile(Arc::new(
+        mesh_core::snapshot::Snapshot::empty(),
+    ));
+    req.extensions_mut().insert(peer);
+    req.extensions_mut().insert(Routed {
+        decision: decision.clone(),
+        table: Arc::new(table),
+    });
+    req.extensions_mut().insert(Other);
+    let resp = send(&mut svc, req).await;
+    assert_eq!(resp.status(), 200);
+    let seen = log.seen().await;
+    assert_eq!(seen.len(), 2);
+    // The same headers in the same order, and the marker last.
+    let mut expected = seen[0].headers.clone();
+    expected.push((RETRY_MARKER_HEADER.into(), "1".into()));
+    assert_eq!(seen[1].headers, expected);
+    assert_eq!(
+        seen[0].headers,
+        [
+            ("x-one".to_owned(), "1".to_owned()),
+            ("x-multi".into(), "a".into()),
+            ("x-multi".into(), "b".into()),
+            ("x-two".into(), "2".into()),
+        ]
+    );
+    for s in &seen {
+        assert_eq!(s.peer, Some(peer));
+        assert_eq!(s.routed.as_ref(), Some(&decision));
+    }
+    // Other extensions stay with the first try.
+    assert!(seen[0].other);
+    assert!(!seen[1].other);
 }
 
 #[tokio::test(start_paused = true)]

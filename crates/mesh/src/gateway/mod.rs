@@ -79,7 +79,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Request};
+use http::{HeaderName, HeaderValue, Request};
+use mesh_core::http::Body;
 use mesh_core::identity::Workload;
 use mesh_core::load::LoadOptions;
 use mesh_core::reload::{self, ConfigSource, ConfigWatcher, SnapshotHandle};
@@ -96,10 +97,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
 use crate::admin::{self, AdminState};
-use crate::server::{DrainOutcome, HttpService, serve};
+use crate::server::{DrainOutcome, serve};
 use crate::sidecar::StartError;
 use crate::stack::{self, RoutingState};
 use crate::tcp::{TcpProxy, TcpSettings};
@@ -734,15 +734,43 @@ fn report_port_changes(bound: &BTreeMap<u16, bool>, wanted: &[PortPlan]) {
 
 /// Sets `x-forwarded-proto` from the connection (`https` on TLS ports)
 /// unless forwarding hops are trusted, as an edge proxy does.
-fn forwarded_proto(service: HttpService, tls: bool, trust: bool) -> HttpService {
-    if trust {
-        return service;
-    }
+fn forwarded_proto<S>(service: S, tls: bool, trust: bool) -> ForwardedProto<S> {
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-    tower::util::BoxCloneSyncService::new(service.map_request(move |mut req: Request<_>| {
-        req.headers_mut().insert("x-forwarded-proto", proto.clone());
-        req
-    }))
+    ForwardedProto {
+        inner: service,
+        set: (!trust).then(|| (HeaderName::from_static("x-forwarded-proto"), proto)),
+    }
+}
+
+/// The stage [`forwarded_proto`] puts on top of a gateway listener's stack.
+/// One type whether or not it sets the header, so that every gateway
+/// listener serves the same concrete stack, and a service of its own
+/// rather than a `map_request` closure so that type can be named.
+#[derive(Clone)]
+struct ForwardedProto<S> {
+    inner: S,
+    /// The header and its value, unless forwarding hops are trusted.
+    set: Option<(HeaderName, HeaderValue)>,
+}
+
+impl<S: tower::Service<Request<Body>>> tower::Service<Request<Body>> for ForwardedProto<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> S::Future {
+        if let Some((name, value)) = &self.set {
+            req.headers_mut().insert(name.clone(), value.clone());
+        }
+        self.inner.call(req)
+    }
 }
 
 #[cfg(test)]

@@ -35,13 +35,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Request;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
-use mesh_core::http::{Peer, boxed};
 use mesh_core::identity::Workload;
 use mesh_route::gateway::{GatewayListener, TlsRoute};
 use mesh_route::routing::MESH;
@@ -51,15 +47,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::server::{DrainOutcome, HttpService};
+use crate::server::{ConnectionService, DrainOutcome, HttpStack};
 use crate::stack::RoutingState;
 use crate::tcp::{L4Target, TcpProxy, sni};
 
 /// One TLS listener and what it serves.
-pub(super) struct TlsListener {
+pub(super) struct TlsListener<S> {
     pub(super) listener: TcpListener,
     pub(super) acceptor: TlsAcceptor,
-    pub(super) service: HttpService,
+    pub(super) service: S,
     pub(super) shutdown: watch::Receiver<bool>,
     pub(super) drain: Duration,
     pub(super) handshake: Duration,
@@ -80,7 +76,7 @@ pub(super) struct Passthrough {
 /// see the module doc). HTTP/2 or HTTP/1.1 follows ALPN; the connection
 /// builder also recognises the HTTP/2 preface itself. Relayed connections
 /// are drained by the proxy's tracker, not here.
-pub(super) async fn serve_tls(mut l: TlsListener) -> DrainOutcome {
+pub(super) async fn serve_tls<S: HttpStack>(mut l: TlsListener<S>) -> DrainOutcome {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     let port = l.route.port;
@@ -137,9 +133,9 @@ pub(super) async fn serve_tls(mut l: TlsListener) -> DrainOutcome {
 }
 
 /// One accepted connection, ready to be terminated.
-struct Conn {
+struct Conn<S> {
     acceptor: TlsAcceptor,
-    service: HttpService,
+    service: S,
     builder: auto::Builder<TokioExecutor>,
     watcher: Watcher,
     port: u16,
@@ -147,7 +143,7 @@ struct Conn {
     handshake: Duration,
 }
 
-impl Conn {
+impl<S: HttpStack> Conn<S> {
     /// Completes the TLS handshake (bounded by the handshake timeout) and
     /// serves HTTP on it until the connection ends or the drain closes it.
     async fn terminate<IO>(self, io: IO)
@@ -166,13 +162,11 @@ impl Conn {
                 return;
             }
         };
-        let svc = FromTls {
-            inner: self.service,
-            peer: Peer(peer),
-        };
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
+        // The same per-connection adapter as plain listeners.
+        let conn = self.builder.serve_connection_with_upgrades(
+            TokioIo::new(tls),
+            ConnectionService::new(self.service, peer),
+        );
         if let Err(e) = self.watcher.watch(conn.into_owned()).await {
             tracing::debug!(port, "connection ended: {e}");
         }
@@ -181,7 +175,12 @@ impl Conn {
 
 /// Reads the ClientHello, then relays the connection (PASSTHROUGH) or
 /// terminates it with the bytes read replayed.
-async fn by_sni(mut stream: TcpStream, conn: Conn, route: &GatewayListener, p: &Passthrough) {
+async fn by_sni<S: HttpStack>(
+    mut stream: TcpStream,
+    conn: Conn<S>,
+    route: &GatewayListener,
+    p: &Passthrough,
+) {
     let (port, peer) = (conn.port, conn.peer);
     let mut prefix = Vec::new();
     let sni = match sni::sniff(&mut stream, &mut prefix, conn.handshake).await {
@@ -325,31 +324,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
-    }
-}
-
-/// Adapts a TLS connection's requests to the stack: boxes the body and
-/// records the peer. A named service rather than a closure: closures over
-/// boxed-error bodies trip the compiler's `Send` inference in spawned tasks.
-#[derive(Clone)]
-struct FromTls {
-    inner: HttpService,
-    peer: Peer,
-}
-
-impl tower::Service<Request<Incoming>> for FromTls {
-    type Response = http::Response<mesh_core::http::Body>;
-    type Error = std::convert::Infallible;
-    type Future = <HttpService as tower::Service<Request<mesh_core::http::Body>>>::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let mut req = req.map(boxed);
-        req.extensions_mut().insert(self.peer);
-        self.inner.call(req)
     }
 }
 
