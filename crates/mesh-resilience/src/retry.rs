@@ -282,11 +282,12 @@ impl RetryLayer {
     }
 }
 
-impl<S> tower::Layer<S> for RetryLayer {
+impl<S: Clone> tower::Layer<S> for RetryLayer {
     type Service = Retry<S>;
 
     fn layer(&self, inner: S) -> Retry<S> {
         Retry {
+            spare: Arc::new(inner.clone()),
             inner,
             layer: self.clone(),
         }
@@ -297,6 +298,11 @@ impl<S> tower::Layer<S> for RetryLayer {
 #[derive(Clone, Debug)]
 pub struct Retry<S> {
     inner: S,
+    /// A copy of `inner` that retries clone from, made once per stage:
+    /// every request may be retried (Istio's default policy), but few are,
+    /// so a request carries an `Arc` of it rather than its own clone of
+    /// every stage below.
+    spare: Arc<S>,
     layer: RetryLayer,
 }
 
@@ -427,7 +433,7 @@ impl<S> Retry<S> {
 
 impl<S> tower::Service<Request<Body>> for Retry<S>
 where
-    S: tower::Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S: tower::Service<Request<Body>, Response = Response<Body>> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
@@ -464,7 +470,7 @@ where
         let call = self.inner.call(first);
         // The ready service went with the first try; retries use a clone
         // (made ready again before each retry).
-        let svc = self.inner.clone();
+        let svc = Arc::clone(&self.spare);
         ResponseFuture {
             state: State::First {
                 call,
@@ -510,7 +516,7 @@ pin_project_lite::pin_project! {
 
 /// What the retries of a request need once its first try failed.
 struct Retries<S> {
-    svc: S,
+    svc: Arc<S>,
     plan: Plan,
     template: Template,
     replay: Replay,
@@ -519,14 +525,14 @@ struct Retries<S> {
 
 impl<S> Retries<S>
 where
-    S: tower::Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+    S: tower::Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
     /// The retry loop after a first try with a retriable `outcome`.
     fn resume(self, outcome: Outcome) -> BoxFuture<Result<Response<Body>, S::Error>> {
         Box::pin(retry_loop(
-            self.svc,
+            S::clone(&self.svc),
             self.plan,
             self.template,
             self.replay,
@@ -539,7 +545,7 @@ where
 impl<S, F, E> std::future::Future for ResponseFuture<S, F, E>
 where
     F: std::future::Future<Output = Result<Response<Body>, E>>,
-    S: tower::Service<Request<Body>, Response = Response<Body>, Error = E> + Send + 'static,
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = E> + Clone + Send + 'static,
     S::Future: Send + 'static,
     E: Send + 'static,
 {

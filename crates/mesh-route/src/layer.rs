@@ -311,11 +311,11 @@ where
         }
         let response_edits = Arc::clone(&forward.response_headers);
         req.extensions_mut().insert(Routed { decision, table });
-        let mut inner = self.inner.clone();
-        std::mem::swap(&mut inner, &mut self.inner);
+        // Called in place: the future keeps no service, so nothing below is
+        // cloned per request.
         RouteFuture {
             state: RouteState::Call {
-                inner: inner.call(req),
+                inner: self.inner.call(req),
                 edits: Some(response_edits),
             },
         }
@@ -674,12 +674,10 @@ where
                 if let Some(health) = health {
                     req.extensions_mut().insert(health);
                 }
-                let mut inner = self.inner.clone();
-                std::mem::swap(&mut inner, &mut self.inner);
                 BalanceFuture {
                     route: RouteFuture {
                         state: RouteState::Call {
-                            inner: inner.call(req),
+                            inner: self.inner.call(req),
                             edits: None,
                         },
                     },

@@ -590,22 +590,25 @@ where
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let mut inner = self.inner.clone();
-        std::mem::swap(&mut inner, &mut self.inner);
         let plan = match req.extensions().get::<Target>() {
             Some(target) => plan(&req, target),
             None => Plan::AsIs,
         };
         let (host, port, spread) = match plan {
+            // An address: called in place, nothing cloned.
             Plan::AsIs => {
                 return DnsFuture {
                     state: DnsState::AsIs {
-                        call: inner.call(req),
+                        call: self.inner.call(req),
                     },
                 };
             }
             Plan::Resolve { host, port, spread } => (host, port, spread),
         };
+        // A name: the lookup comes first, so the ready service goes with
+        // the future and a clone stays behind.
+        let mut inner = self.inner.clone();
+        std::mem::swap(&mut inner, &mut self.inner);
         let cache = Arc::clone(&self.cache);
         let resolving: BoxFuture<Result<Response<Body>, S::Error>> = Box::pin(async move {
             match cache.socket_addr(&host, port, spread).await {

@@ -118,24 +118,29 @@ where
             Source::Fixed(pool) => Some(Arc::clone(pool)),
             Source::PerDestination(registry) => registry.pool_for(&req),
         };
-        let mut inner = self.inner.clone();
-        std::mem::swap(&mut inner, &mut self.inner);
+        // Admitted requests call the inner service in place (the future
+        // keeps no service); only a queued one takes the ready service along
+        // and leaves a clone behind.
         let Some(pool) = pool else {
-            return ResponseFuture::calling(inner.call(req), None);
+            return ResponseFuture::calling(self.inner.call(req), None);
         };
         let http1 = goes_http1(&req);
         let retry = req.extensions().get::<RetryAttempt>().is_some();
         match pool.admit(http1, retry) {
             Ok(Admission::Ready(permit)) => {
                 let permit = hand_over(&mut req, permit);
-                ResponseFuture::calling(inner.call(req), permit)
+                ResponseFuture::calling(self.inner.call(req), permit)
             }
-            Ok(Admission::Queued(queued)) => ResponseFuture {
-                state: State::Queued {
-                    wait: Box::pin(queued.ready()),
-                    next: Some(Box::new((inner, req))),
-                },
-            },
+            Ok(Admission::Queued(queued)) => {
+                let mut inner = self.inner.clone();
+                std::mem::swap(&mut inner, &mut self.inner);
+                ResponseFuture {
+                    state: State::Queued {
+                        wait: Box::pin(queued.ready()),
+                        next: Some(Box::new((inner, req))),
+                    },
+                }
+            }
             Err(overflow) => ResponseFuture {
                 state: State::Reply {
                     reply: Some(overflow_reply(req.headers(), overflow)),
