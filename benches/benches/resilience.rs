@@ -83,7 +83,7 @@ fn request() -> Request<Body> {
     ext.insert(Target {
         authority: Arc::from("10.0.0.7:9080"),
         endpoint: 0,
-        guard: Arc::new(InFlight::detached()),
+        guard: InFlight::detached(),
         http2: Some(false),
     });
     ext.insert(PeerIdentity::from(

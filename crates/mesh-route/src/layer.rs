@@ -422,7 +422,7 @@ pub struct Target {
     /// Index of the endpoint in its balancer (outlier detection keys on it).
     pub endpoint: usize,
     /// Keeps the endpoint's active-request count up until dropped.
-    pub guard: Arc<InFlight>,
+    pub guard: InFlight,
     /// `Some(true)` for HTTP/2 to the endpoint, `Some(false)` for HTTP/1.1,
     /// `None` to speak whatever the caller spoke.
     pub http2: Option<bool>,
@@ -449,7 +449,7 @@ pub fn upstream_http2(protocol: Option<&str>) -> Option<bool> {
 pub struct BalanceLayer {
     balancers: Arc<Balancers>,
     health: Option<Arc<dyn EndpointHealth>>,
-    detached: Arc<InFlight>,
+    detached: InFlight,
     authorities: Arc<DialAuthorities>,
 }
 
@@ -459,7 +459,7 @@ impl BalanceLayer {
         BalanceLayer {
             balancers,
             health: None,
-            detached: Arc::new(InFlight::detached()),
+            detached: InFlight::detached(),
             authorities: Arc::default(),
         }
     }
@@ -482,7 +482,7 @@ impl<S> tower::Layer<S> for BalanceLayer {
             inner,
             balancers: Arc::clone(&self.balancers),
             health: self.health.clone(),
-            detached: Arc::clone(&self.detached),
+            detached: self.detached.clone(),
             authorities: Arc::clone(&self.authorities),
         }
     }
@@ -496,7 +496,7 @@ pub struct Balance<S> {
     health: Option<Arc<dyn EndpointHealth>>,
     /// The guard of passthrough targets, which count against no balancer;
     /// shared so a passthrough request allocates none.
-    detached: Arc<InFlight>,
+    detached: InFlight,
     /// Endpoint dial authorities, formatted once.
     authorities: Arc<DialAuthorities>,
 }
@@ -584,7 +584,7 @@ impl<S> Balance<S> {
                 let target = Target {
                     authority: original_destination(authority),
                     endpoint: 0,
-                    guard: Arc::clone(&self.detached),
+                    guard: self.detached.clone(),
                     // The caller's own protocol, as for any port whose
                     // protocol the registry does not declare.
                     http2: None,
@@ -642,7 +642,7 @@ impl<S> Balance<S> {
         let target = Target {
             authority,
             endpoint: pick.index,
-            guard: Arc::new(pick.guard),
+            guard: pick.guard,
             http2,
         };
         Ok((target, health.map(PickedHealth)))
@@ -668,8 +668,7 @@ where
             Ok((target, health)) => {
                 // A passthrough target (the detached guard) is no endpoint
                 // of a balancer: nothing for a retry to avoid.
-                let endpoint =
-                    (!Arc::ptr_eq(&target.guard, &self.detached)).then_some(target.endpoint);
+                let endpoint = (!target.guard.is_detached()).then_some(target.endpoint);
                 req.extensions_mut().insert(target);
                 if let Some(health) = health {
                     req.extensions_mut().insert(health);

@@ -249,7 +249,7 @@ pub fn inbound(
     let target = Target {
         authority: app.to_string().into(),
         endpoint: 0,
-        guard: Arc::new(InFlight::detached()),
+        guard: InFlight::detached(),
         http2: None,
     };
     ServiceBuilder::new()

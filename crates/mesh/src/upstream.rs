@@ -506,7 +506,7 @@ enum ConnectionHold {
 /// connection and its pool permit until the body ends or is dropped.
 struct Guarded<B: http_body::Body> {
     body: B,
-    _guard: std::sync::Arc<mesh_route::balance::InFlight>,
+    _guard: mesh_route::balance::InFlight,
     connection: Option<ConnectionHold>,
     /// The request's place in its pool's counters (`maxConnections`,
     /// `http2MaxRequests`, ...), given back when the body ends.

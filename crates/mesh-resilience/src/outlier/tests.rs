@@ -96,7 +96,7 @@ fn to(authority: &str) -> Request<Body> {
     req.extensions_mut().insert(Target {
         authority: Arc::from(authority),
         endpoint: 0,
-        guard: Arc::new(InFlight::detached()),
+        guard: InFlight::detached(),
         http2: None,
     });
     req

@@ -175,6 +175,27 @@ impl InFlight {
     pub fn index(&self) -> usize {
         self.index
     }
+
+    /// Whether this guard counts against no balancer.
+    pub fn is_detached(&self) -> bool {
+        self.active.is_empty()
+    }
+}
+
+/// A clone is a guard of its own: it counts the endpoint once more until
+/// it is dropped. Cloning lets a [`crate::layer::Target`] carry its guard
+/// by value (request extensions must be `Clone`) instead of behind an `Arc`
+/// allocated per request.
+impl Clone for InFlight {
+    fn clone(&self) -> InFlight {
+        if let Some(count) = self.active.get(self.index) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        InFlight {
+            active: Arc::clone(&self.active),
+            index: self.index,
+        }
+    }
 }
 
 impl Drop for InFlight {
