@@ -846,7 +846,7 @@ mod tests {
 
     use mesh_core::load::{LoadOptions, load_str};
     use mesh_core::snapshot::Snapshot;
-    use tower::{Layer, Service, ServiceExt};
+    use tower::{Layer, ServiceExt};
 
     use super::*;
     use crate::random::SplitMix;
@@ -904,6 +904,19 @@ mod tests {
         route.layer(balance.layer(below))
     }
 
+    /// Sends one request asking for `answer` through `svc`.
+    async fn send<S>(svc: &mut S, answer: &'static str) -> Response<Body>
+    where
+        S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    {
+        svc.ready()
+            .await
+            .unwrap()
+            .call(request(answer))
+            .await
+            .unwrap()
+    }
+
     fn request(answer: &'static str) -> Request<Body> {
         Request::get("/")
             .header(HOST, "upstream")
@@ -916,13 +929,7 @@ mod tests {
     async fn the_route_stage_leaves_one_extension_and_the_balance_stage_one_more() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut svc = stages(Arc::clone(&seen));
-        let resp = svc
-            .ready()
-            .await
-            .unwrap()
-            .call(request("200"))
-            .await
-            .unwrap();
+        let resp = send(&mut svc, "200").await;
         assert_eq!(resp.status(), 200);
         let seen = seen.try_lock().unwrap();
         // The decision and its table in one `Routed`, then the `Target`.
@@ -935,13 +942,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut svc = stages(Arc::clone(&seen));
         for (answer, tagged) in [("200", false), ("503", true), ("grpc", true)] {
-            let resp = svc
-                .ready()
-                .await
-                .unwrap()
-                .call(request(answer))
-                .await
-                .unwrap();
+            let resp = send(&mut svc, answer).await;
             let endpoint = seen.try_lock().unwrap().last().unwrap().endpoint;
             let expected = tagged.then_some(PickedEndpoint(endpoint));
             assert_eq!(
@@ -951,13 +952,7 @@ mod tests {
             );
         }
         // A plain success gets no extension (so nothing is allocated).
-        let resp = svc
-            .ready()
-            .await
-            .unwrap()
-            .call(request("200"))
-            .await
-            .unwrap();
+        let resp = send(&mut svc, "200").await;
         assert!(resp.extensions().is_empty());
     }
 

@@ -162,6 +162,13 @@ struct Idle {
     state: Arc<ConnState>,
 }
 
+impl Idle {
+    /// Lends this kept-alive connection (ready for a request) out again.
+    fn reuse(self, list: Arc<IdleList>, pool: &Arc<DestinationPool>, limits: &PoolLimits) -> Lease {
+        Lease::new(self.sender, self.state, list, pool, limits, true)
+    }
+}
+
 /// Idle connections to one endpoint, most recently used last.
 #[derive(Default)]
 struct IdleList {
@@ -234,14 +241,7 @@ impl H1Connections {
             if !idle.sender.is_ready() {
                 return Err((list, Some(idle)));
             }
-            return Ok(Lease::new(
-                idle.sender,
-                idle.state,
-                list,
-                pool,
-                &limits,
-                true,
-            ));
+            return Ok(idle.reuse(list, pool, &limits));
         }
     }
 
@@ -278,16 +278,7 @@ impl H1Connections {
                 // The previous exchange has ended; the connection is ready
                 // once hyper has seen that end, or it has closed.
                 match tokio::time::timeout_at(deadline, idle.sender.ready()).await {
-                    Ok(Ok(())) => {
-                        return Ok(Lease::new(
-                            idle.sender,
-                            idle.state,
-                            list,
-                            pool,
-                            &limits,
-                            true,
-                        ));
-                    }
+                    Ok(Ok(())) => return Ok(idle.reuse(list, pool, &limits)),
                     Ok(Err(_)) => {
                         now = Instant::now();
                         continue;
