@@ -237,7 +237,7 @@ impl Attempt {
                 head,
                 sender,
                 stream,
-            } => UpstreamFuture::sending(SendHttp2::Head {
+            } => UpstreamFuture::sending(SendHttp2 {
                 head,
                 _sender: sender,
                 stream: Some(stream),
@@ -457,17 +457,14 @@ pin_project_lite::pin_project! {
     /// An HTTP/2 request on its way: its response head on the stream it
     /// opened (a hand-written future, as [`SendHttp1`], to keep the
     /// connector's box small).
-    #[project = SendHttp2Proj]
-    enum SendHttp2<F> {
-        Head {
-            #[pin]
-            head: F,
-            // Keeps the connection's request channel open while the
-            // stream is out, as the pool's own send does.
-            _sender: hyper::client::conn::http2::SendRequest<Body>,
-            stream: Option<StreamGuard>,
-            attempt: Option<Attempt>,
-        },
+    struct SendHttp2<F> {
+        #[pin]
+        head: F,
+        // Keeps the connection's request channel open while the
+        // stream is out, as the pool's own send does.
+        _sender: hyper::client::conn::http2::SendRequest<Body>,
+        stream: Option<StreamGuard>,
+        attempt: Option<Attempt>,
     }
 }
 
@@ -475,22 +472,14 @@ impl<F: Future<Output = hyper::Result<Response<Incoming>>>> Future for SendHttp2
     type Output = Response<Body>;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
-        match self.project() {
-            SendHttp2Proj::Head {
-                head,
-                stream,
-                attempt,
-                ..
-            } => {
-                let head = ready!(head.poll(cx));
-                // Taken only here, on completion: never missing before.
-                let (Some(stream), Some(attempt)) = (stream.take(), attempt.take()) else {
-                    return Poll::Pending;
-                };
-                let sent = head.map(|resp| (resp, stream)).map_err(H2Error::Stream);
-                Poll::Ready(attempt.respond_http2(sent))
-            }
-        }
+        let this = self.project();
+        let head = ready!(this.head.poll(cx));
+        // Taken only here, on completion: never missing before.
+        let (Some(stream), Some(attempt)) = (this.stream.take(), this.attempt.take()) else {
+            return Poll::Pending;
+        };
+        let sent = head.map(|resp| (resp, stream)).map_err(H2Error::Stream);
+        Poll::Ready(attempt.respond_http2(sent))
     }
 }
 
